@@ -1,0 +1,217 @@
+//! Layered configuration: built-in defaults, an optional TOML file, then
+//! `HOOKRELAY_*` environment variables, checked by [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::names::Names;
+
+/// The committed defaults, compiled into every binary.
+pub const DEFAULTS: &str = include_str!("../defaults.toml");
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Every setting of every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub nats: NatsConfig,
+    pub redis: RedisConfig,
+    pub server: ServerConfig,
+    pub telemetry: TelemetryConfig,
+    pub limits: LimitsConfig,
+    pub ingestor: IngestorConfig,
+    pub dispatcher: DispatcherConfig,
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NatsConfig {
+    pub url: String,
+    pub replicas: usize,
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub attempts_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerConfig {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelemetryConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsConfig {
+    pub max_event_bytes: usize,
+    pub max_response_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestorConfig {
+    pub fetch_batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DispatcherConfig {
+    pub fetch_batch: usize,
+    pub concurrency: usize,
+    pub default_max_in_flight: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsConfig {
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::extract(figment.merge(Env::prefixed("HOOKRELAY_").split("__")))
+    }
+
+    /// Defaults only: the base that tests adjust field by field.
+    pub fn defaults() -> Self {
+        Self::extract(Figment::from(Toml::string(DEFAULTS))).expect("committed defaults are valid")
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot, naming the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if let Err(message) = Names::check_prefix(&self.prefix) {
+            return invalid("prefix", &message);
+        }
+        if self.nats.replicas == 0 || self.nats.replicas > 5 {
+            return invalid("nats.replicas", "must be between 1 and 5");
+        }
+        if self.limits.max_event_bytes == 0 {
+            return invalid("limits.max_event_bytes", "must be positive");
+        }
+        if self.ingestor.fetch_batch == 0 || self.dispatcher.fetch_batch == 0 {
+            return invalid("fetch_batch", "must be positive");
+        }
+        if self.dispatcher.concurrency == 0 {
+            return invalid("dispatcher.concurrency", "must be positive");
+        }
+        if self.dispatcher.default_max_in_flight == 0 {
+            return invalid("dispatcher.default_max_in_flight", "must be positive");
+        }
+        if self.dispatcher.default_timeout.is_zero() {
+            return invalid("dispatcher.default_timeout", "must be positive");
+        }
+        if self.dispatcher.ack_wait <= self.dispatcher.default_timeout {
+            return invalid(
+                "dispatcher.ack_wait",
+                "must be longer than dispatcher.default_timeout, or slow deliveries are sent twice",
+            );
+        }
+        Ok(())
+    }
+
+    /// Names of every NATS and Redis resource of this installation.
+    pub fn names(&self) -> Names {
+        Names::new(&self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let config = Config::defaults();
+        assert_eq!(config.prefix, "hookrelay");
+        assert_eq!(config.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(config.limits.max_response_body_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hr.toml",
+                "prefix = \"fromfile\"\n[nats]\nurl = \"nats://127.0.0.1:1\"",
+            )?;
+            jail.set_env("HOOKRELAY_NATS__URL", "nats://127.0.0.1:2");
+            let config = Config::load(Some(Path::new("hr.toml"))).unwrap();
+            assert_eq!(config.prefix, "fromfile");
+            assert_eq!(config.nats.url, "nats://127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKRELAY_PREFIX", "bad.prefix");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("prefix"), "{err}");
+            jail.set_env("HOOKRELAY_PREFIX", "ok");
+            jail.set_env("HOOKRELAY_DISPATCHER__ACK_WAIT", "1s");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("dispatcher.ack_wait"), "{err}");
+            Ok(())
+        });
+    }
+}

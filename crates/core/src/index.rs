@@ -1,0 +1,188 @@
+//! In-memory index of subscriptions, kept current by watching the KV bucket,
+//! so a subscription saved now matches the next event without a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+use crate::subscription::Subscription;
+
+#[derive(Default)]
+struct State {
+    by_id: HashMap<String, Arc<Subscription>>,
+    by_tenant: HashMap<String, HashMap<String, Arc<Subscription>>>,
+}
+
+/// Subscriptions by id and by tenant.
+pub struct SubscriptionIndex {
+    state: RwLock<State>,
+    loaded: watch::Sender<bool>,
+}
+
+impl SubscriptionIndex {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: RwLock::default(),
+            loaded: watch::channel(false).0,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
+        self.state
+            .read()
+            .expect("index lock")
+            .by_id
+            .get(id)
+            .cloned()
+    }
+
+    /// Every enabled subscription that `event` goes to.
+    pub fn matching(&self, event: &Event) -> Vec<Arc<Subscription>> {
+        let state = self.state.read().expect("index lock");
+        state
+            .by_tenant
+            .get(&event.tenant)
+            .map(|subs| {
+                subs.values()
+                    .filter(|s| s.matches(event))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.read().expect("index lock").by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds or replaces a subscription.
+    pub fn put(&self, subscription: Subscription) {
+        let subscription = Arc::new(subscription);
+        let mut state = self.state.write().expect("index lock");
+        if let Some(old) = state
+            .by_id
+            .insert(subscription.id.clone(), subscription.clone())
+        {
+            if old.tenant != subscription.tenant {
+                if let Some(subs) = state.by_tenant.get_mut(&old.tenant) {
+                    subs.remove(&old.id);
+                }
+            }
+        }
+        state
+            .by_tenant
+            .entry(subscription.tenant.clone())
+            .or_default()
+            .insert(subscription.id.clone(), subscription);
+    }
+
+    pub fn remove(&self, id: &str) {
+        let mut state = self.state.write().expect("index lock");
+        if let Some(old) = state.by_id.remove(id) {
+            if let Some(subs) = state.by_tenant.get_mut(&old.tenant) {
+                subs.remove(id);
+            }
+        }
+    }
+
+    /// Whether the bucket's contents at start have been read.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    /// Waits until the bucket's contents at start have been read.
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = rx.wait_for(|loaded| *loaded).await;
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<Subscription>(&entry.value) {
+                Ok(mut subscription) => {
+                    subscription.revision = entry.revision;
+                    self.put(subscription);
+                }
+                Err(error) => {
+                    tracing::error!(key = %entry.key, %error, "unreadable subscription in KV, ignoring it")
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => self.remove(&entry.key),
+        }
+    }
+
+    /// Loads the bucket and follows its changes until `shutdown`, resuming
+    /// after the last revision seen when the watch breaks.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        store: kv::Store,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let index = self.clone();
+        tokio::spawn(async move {
+            let mut last_revision = 0u64;
+            while !shutdown.is_cancelled() {
+                if last_revision == 0 {
+                    match store.status().await {
+                        Ok(status) if status.info.state.messages == 0 => {
+                            index.loaded.send_replace(true);
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read subscriptions bucket, retrying");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            }
+                        }
+                    }
+                }
+                let watch = if last_revision == 0 {
+                    store.watch_with_history(">").await
+                } else {
+                    store.watch_all_from_revision(last_revision + 1).await
+                };
+                let mut watch = match watch {
+                    Ok(watch) => watch,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot watch subscriptions bucket, retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                };
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = watch.next() => next,
+                    };
+                    match next {
+                        Some(Ok(entry)) => {
+                            index.apply(&entry);
+                            last_revision = entry.revision;
+                            if entry.delta == 0 || entry.seen_current {
+                                index.loaded.send_replace(true);
+                            }
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "subscriptions watch failed, resuming");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! What every hookrelay service shares: configuration, telemetry, shutdown,
+//! NATS and Redis connections, resource names, and the event, subscription
+//! and delivery model.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod health;
+pub mod index;
+pub mod names;
+pub mod nats;
+pub mod redis;
+pub mod shutdown;
+pub mod signing;
+pub mod subscription;
+pub mod telemetry;
+
+pub use config::Config;
+pub use names::Names;

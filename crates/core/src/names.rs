@@ -1,0 +1,173 @@
+//! Names of every subject, stream, consumer, KV bucket and Redis key, all
+//! derived from one prefix so installations (and parallel tests) can share
+//! one NATS and one Redis.
+
+/// Resource names of one installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+    upper: String,
+}
+
+impl Names {
+    /// Names for `prefix`, which must pass [`Names::check_prefix`].
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            upper: prefix.to_ascii_uppercase().replace('-', "_"),
+        }
+    }
+
+    /// A prefix is lowercase ASCII letters, digits, `_` and `-`, starting with
+    /// a letter, at most 32 characters.
+    pub fn check_prefix(prefix: &str) -> Result<(), String> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "{prefix:?} must be 1-32 lowercase letters, digits, '_' or '-', starting with a letter"
+            ))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.events.<tenant>.<event type>`
+    pub fn event_subject(&self, tenant: &str, event_type: &str) -> String {
+        format!("{}.events.{tenant}.{event_type}", self.prefix)
+    }
+
+    /// Everything publishers send: `<prefix>.events.>`.
+    pub fn events_filter(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// Splits an event subject into tenant and event type.
+    pub fn parse_event_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".events.")?;
+        let (tenant, event_type) = rest.split_once('.')?;
+        (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.upper)
+    }
+
+    /// `<prefix>.deliveries.<tenant>`
+    pub fn delivery_subject(&self, tenant: &str) -> String {
+        format!("{}.deliveries.{tenant}", self.prefix)
+    }
+
+    pub fn deliveries_filter(&self) -> String {
+        format!("{}.deliveries.>", self.prefix)
+    }
+
+    pub fn deliveries_stream(&self) -> String {
+        format!("{}_DELIVERIES", self.upper)
+    }
+
+    /// `<prefix>.attempts.<tenant>.<subscription id>`
+    pub fn attempt_subject(&self, tenant: &str, subscription_id: &str) -> String {
+        format!("{}.attempts.{tenant}.{subscription_id}", self.prefix)
+    }
+
+    pub fn attempts_filter(&self) -> String {
+        format!("{}.attempts.>", self.prefix)
+    }
+
+    pub fn attempts_stream(&self) -> String {
+        format!("{}_ATTEMPTS", self.upper)
+    }
+
+    /// `<prefix>.dlq.<source>`, source being `events` or `deliveries`.
+    pub fn dlq_subject(&self, source: &str) -> String {
+        format!("{}.dlq.{source}", self.prefix)
+    }
+
+    pub fn dlq_filter(&self) -> String {
+        format!("{}.dlq.>", self.prefix)
+    }
+
+    pub fn dlq_stream(&self) -> String {
+        format!("{}_DLQ", self.upper)
+    }
+
+    /// KV bucket holding subscriptions.
+    pub fn subscriptions_bucket(&self) -> String {
+        format!("{}_subscriptions", self.prefix)
+    }
+
+    /// Durable consumer name of a service on its input stream.
+    pub fn consumer(&self, service: &str) -> String {
+        format!("{}_{service}", self.prefix)
+    }
+
+    /// A Redis key: `<prefix>:<parts joined by ':'>`.
+    pub fn redis_key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// Every stream this installation owns.
+    pub fn streams(&self) -> [String; 5] {
+        [
+            self.events_stream(),
+            self.deliveries_stream(),
+            self.attempts_stream(),
+            self.dlq_stream(),
+            format!("KV_{}", self.subscriptions_bucket()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_prefix_matches_the_design() {
+        let names = Names::new("hookrelay");
+        assert_eq!(names.events_stream(), "HOOKRELAY_EVENTS");
+        assert_eq!(names.events_filter(), "hookrelay.events.>");
+        assert_eq!(
+            names.event_subject("acme", "course_stat.created"),
+            "hookrelay.events.acme.course_stat.created"
+        );
+        assert_eq!(
+            names.parse_event_subject("hookrelay.events.acme.course_stat.created"),
+            Some(("acme", "course_stat.created"))
+        );
+        assert_eq!(names.parse_event_subject("hookrelay.events.acme"), None);
+        assert_eq!(names.parse_event_subject("other.events.acme.x"), None);
+        assert_eq!(names.redis_key(&["retries"]), "hookrelay:retries");
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(Names::check_prefix("t_01abc-x").is_ok());
+        for bad in [
+            "",
+            "Upper",
+            "has.dot",
+            "1starts",
+            "with space",
+            &"x".repeat(33),
+        ] {
+            assert!(Names::check_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}

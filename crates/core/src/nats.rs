@@ -1,0 +1,126 @@
+//! NATS connection and the JetStream streams and KV bucket hookrelay owns,
+//! created idempotently by whichever service starts first.
+//!
+//! Only JetStream features of nats-server 2.9 are used, so Debian 12's server
+//! works as well as newer ones.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::config::Config;
+
+/// A NATS or JetStream operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot create stream {name}: {message}")]
+    Stream { name: String, message: String },
+    #[error("cannot open KV bucket {name}: {message}")]
+    Bucket { name: String, message: String },
+}
+
+/// Connects, retrying in the background if the server is down at start:
+/// a service then reports not-ready rather than exiting.
+pub async fn connect(config: &Config, service: &str) -> Result<async_nats::Client, NatsError> {
+    async_nats::ConnectOptions::new()
+        .name(format!("hookrelay-{service}"))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&config.nats.url)
+        .await
+        .map_err(|source| NatsError::Connect {
+            url: config.nats.url.clone(),
+            source,
+        })
+}
+
+/// Creates the EVENTS, DELIVERIES, ATTEMPTS and DLQ streams if missing.
+pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<(), NatsError> {
+    let names = config.names();
+    let nats = &config.nats;
+    let base = |name: String, subject: String, max_age: Duration| stream::Config {
+        name,
+        subjects: vec![subject],
+        max_age,
+        num_replicas: nats.replicas,
+        duplicate_window: nats.duplicate_window,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let streams = [
+        base(
+            names.events_stream(),
+            names.events_filter(),
+            nats.events_max_age,
+        ),
+        stream::Config {
+            // Tasks are removed once the dispatcher acks them.
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..base(
+                names.deliveries_stream(),
+                names.deliveries_filter(),
+                Duration::ZERO,
+            )
+        },
+        base(
+            names.attempts_stream(),
+            names.attempts_filter(),
+            nats.attempts_max_age,
+        ),
+        base(names.dlq_stream(), names.dlq_filter(), nats.dlq_max_age),
+    ];
+    for config in streams {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| NatsError::Stream {
+                name,
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Opens the subscriptions KV bucket, creating its backing stream first.
+///
+/// `create_key_value` fails against nats-server 2.9 (its account-info reply
+/// lacks fields newer clients expect), so the stream is created as the KV
+/// layer would, then opened with `get_key_value`.
+pub async fn subscriptions_bucket(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<kv::Store, NatsError> {
+    let bucket = config.names().subscriptions_bucket();
+    let err = |e: &dyn std::fmt::Display| NatsError::Bucket {
+        name: bucket.clone(),
+        message: e.to_string(),
+    };
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: config.nats.replicas,
+        duplicate_window: Duration::from_secs(120),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| err(&e))?;
+    js.get_key_value(&bucket).await.map_err(|e| err(&e))
+}
+
+/// Deletes every stream of an installation (tests and `hookctl` cleanup).
+pub async fn delete_streams(js: &jetstream::Context, config: &Config) {
+    for name in config.names().streams() {
+        let _ = js.delete_stream(&name).await;
+    }
+}

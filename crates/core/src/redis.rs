@@ -1,0 +1,29 @@
+//! Redis connection: one multiplexed connection manager per service, which
+//! reconnects on its own after a Redis restart.
+
+use redis::aio::ConnectionManager;
+
+use crate::config::Config;
+
+/// Redis could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis at {url}: {source}")]
+pub struct RedisError {
+    pub url: String,
+    pub source: redis::RedisError,
+}
+
+/// Opens a connection manager to the configured Redis.
+pub async fn connect(config: &Config) -> Result<ConnectionManager, RedisError> {
+    let err = |source| RedisError {
+        url: config.redis.url.clone(),
+        source,
+    };
+    let client = redis::Client::open(config.redis.url.as_str()).map_err(err)?;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(5))
+        .set_response_timeout(std::time::Duration::from_secs(5));
+    ConnectionManager::new_with_config(client, manager_config)
+        .await
+        .map_err(err)
+}

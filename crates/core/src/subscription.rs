@@ -1,0 +1,175 @@
+//! The subscription model as stored in the KV bucket, and event matching.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::signing::{SecretError, SigningKey};
+
+/// What counts as a delivered request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuccessRule {
+    /// Any 2xx status.
+    #[default]
+    Any2xx,
+    /// Only 200.
+    Status200,
+}
+
+impl SuccessRule {
+    pub fn accepts(self, status: u16) -> bool {
+        match self {
+            SuccessRule::Any2xx => (200..300).contains(&status),
+            SuccessRule::Status200 => status == 200,
+        }
+    }
+}
+
+/// A signing secret, kept beside the time after which it stops signing.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredSecret {
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    /// After this instant the secret no longer signs (end of a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("secret", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A subscription: which events go where, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub label_filter: BTreeMap<String, String>,
+    pub enabled: bool,
+    /// Extra request headers (validated against the protected set).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub success_rule: SuccessRule,
+    /// Request timeout; the dispatcher default when absent.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// In-flight limit; the dispatcher default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    pub secrets: Vec<StoredSecret>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// KV revision; not stored in the value, filled in when read.
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+impl Subscription {
+    /// Whether `event` goes to this subscription.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.enabled
+            && self.tenant == event.tenant
+            && self
+                .event_types
+                .iter()
+                .any(|p| pattern_matches(p, &event.event_type))
+            && self
+                .label_filter
+                .iter()
+                .all(|(k, v)| event.labels.get(k) == Some(v))
+    }
+
+    /// Keys that sign at `now`: every secret not yet expired.
+    pub fn signing_keys(&self, now: DateTime<Utc>) -> Result<Vec<SigningKey>, SecretError> {
+        self.secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .map(|s| SigningKey::parse(&s.secret))
+            .collect()
+    }
+}
+
+/// `*` matches every type; `a.*` matches `a.` followed by one or more tokens;
+/// anything else matches exactly.
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(stem) => event_type
+            .strip_prefix(stem)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.')),
+        None => pattern == event_type,
+    }
+}
+
+/// Checks a pattern's syntax: dot-separated tokens of letters, digits, `_`
+/// and `-`, with `*` allowed only as the whole last token.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    let stem = pattern.strip_suffix(".*").unwrap_or(pattern);
+    if stem.contains('*') || stem.contains('>') {
+        return Err(format!(
+            "{pattern:?}: '*' is allowed only as the whole last token (\"course_stat.*\") or alone"
+        ));
+    }
+    crate::event::check_token_path(stem, true).map_err(|e| format!("pattern {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_as_documented() {
+        assert!(pattern_matches("*", "user.created"));
+        assert!(pattern_matches("course_stat.*", "course_stat.created"));
+        assert!(pattern_matches("course_stat.*", "course_stat.a.b"));
+        assert!(!pattern_matches("course_stat.*", "course_stat"));
+        assert!(!pattern_matches("course_stat.*", "course_statx.created"));
+        assert!(pattern_matches("user.created", "user.created"));
+        assert!(!pattern_matches("user.created", "user.created.x"));
+    }
+
+    #[test]
+    fn pattern_syntax_is_checked() {
+        for ok in ["*", "a.*", "user.created", "a-b_c"] {
+            check_pattern(ok).unwrap();
+        }
+        for bad in ["", "a.*.b", "a*", "a.>", "a..b", "has space", "*.x"] {
+            assert!(check_pattern(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn success_rules() {
+        assert!(SuccessRule::Any2xx.accepts(204));
+        assert!(!SuccessRule::Status200.accepts(204));
+        assert!(SuccessRule::Status200.accepts(200));
+        assert!(!SuccessRule::Any2xx.accepts(302));
+    }
+}
