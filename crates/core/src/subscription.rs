@@ -140,6 +140,42 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     crate::event::check_token_path(stem, true).map_err(|e| format!("pattern {e}"))
 }
 
+/// Headers a subscription may not set: the signature headers, `Host`,
+/// `Content-Length` and hop-by-hop headers.
+pub const PROTECTED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks a custom header: a valid name that is not protected, a valid value.
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let header = http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    if PROTECTED_HEADERS.contains(&header.as_str()) {
+        return Err(format!(
+            "{name:?} is set by hookrelay and cannot be overridden"
+        ));
+    }
+    if value.len() > 4096 {
+        return Err("value is over 4096 bytes".into());
+    }
+    http::HeaderValue::from_str(value)
+        .map_err(|_| format!("value of {name:?} is not a valid header value"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,238 @@
-//! stub
+//! The ingestor: reads published events from the EVENTS stream, matches each
+//! against the subscription index, and emits one delivery task per match to
+//! DELIVERIES. Malformed events go to the DLQ with the reason; they never stop
+//! the consumer.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, context::PublishAckFuture, Message};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::event::{Arrival, Event, EventError};
+use hookrelay_core::health::Flag;
+use hookrelay_core::index::SubscriptionIndex;
+use hookrelay_core::Config;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
+
+/// Header on DLQ messages: why the message was refused.
+pub const DLQ_REASON_HEADER: &str = "Hookrelay-Dlq-Reason";
+/// Header on DLQ messages: the subject it was published on.
+pub const DLQ_SUBJECT_HEADER: &str = "Hookrelay-Dlq-Subject";
+
+/// Why the ingestor could not process a batch; the batch is redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("consumer on {stream}: {message}")]
+    Consumer { stream: String, message: String },
+    #[error("publishing to {subject}: {message}")]
+    Publish { subject: String, message: String },
+}
+
+/// Everything the ingestor needs.
+pub struct Ingestor {
+    pub config: Arc<Config>,
+    pub js: jetstream::Context,
+    pub index: Arc<SubscriptionIndex>,
+    pub metrics: Metrics,
+    pub ready: Flag,
+}
+
+impl Ingestor {
+    /// Consumes events until `shutdown`, recreating the consumer (and the
+    /// streams) after NATS failures.
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.index.wait_loaded().await;
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.consume(&shutdown).await {
+                self.ready.set(false);
+                tracing::warn!(%error, "ingestor consumer failed, recreating it");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        self.ready.set(false);
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), IngestError> {
+        let names = self.config.names();
+        let stream_name = names.events_stream();
+        let err = |e: &dyn std::fmt::Display| IngestError::Consumer {
+            stream: stream_name.clone(),
+            message: e.to_string(),
+        };
+        hookrelay_core::nats::ensure_streams(&self.js, &self.config)
+            .await
+            .map_err(|e| err(&e))?;
+        let stream = self
+            .js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| err(&e))?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &names.consumer("ingestor"),
+                pull::Config {
+                    durable_name: Some(names.consumer("ingestor")),
+                    filter_subject: names.events_filter(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| err(&e))?;
+        let batch = self.config.ingestor.fetch_batch;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| err(&e))?
+            .ready_chunks(batch);
+        self.ready.set(true);
+        loop {
+            let chunk = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                chunk = messages.next() => chunk,
+            };
+            let Some(chunk) = chunk else {
+                return Err(err(&"message stream ended"));
+            };
+            let mut ok = Vec::with_capacity(chunk.len());
+            for message in chunk {
+                match message {
+                    Ok(message) => ok.push(message),
+                    Err(e) => tracing::warn!(error = %e, "event pull failed"),
+                }
+            }
+            self.process(ok).await?;
+        }
+    }
+
+    /// Fans out a batch: publishes every task and DLQ entry, waits for all
+    /// their acks, then acks the events. A failed publish leaves its event
+    /// unacked, so it comes back; dedup ids drop the tasks already stored.
+    async fn process(&self, messages: Vec<Message>) -> Result<(), IngestError> {
+        let names = self.config.names();
+        let mut pending: Vec<(usize, String, PublishAckFuture)> = Vec::new();
+        let received_at = Utc::now();
+        for (i, message) in messages.iter().enumerate() {
+            let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+            let msg_id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str());
+            let parsed = match names.parse_event_subject(&message.subject) {
+                Some((tenant, event_type)) => Event::parse(
+                    Arrival {
+                        tenant,
+                        event_type,
+                        msg_id,
+                        seq,
+                        received_at,
+                    },
+                    &message.payload,
+                    self.config.limits.max_event_bytes,
+                ),
+                None => Err(EventError::Subject(message.subject.to_string())),
+            };
+            match parsed {
+                Ok(event) => {
+                    self.metrics
+                        .events
+                        .with_label_values(&[&event.tenant, &event.event_type])
+                        .inc();
+                    let matches = self.index.matching(&event);
+                    if matches.is_empty() {
+                        continue;
+                    }
+                    self.metrics
+                        .tasks
+                        .with_label_values(&[&event.tenant, &event.event_type])
+                        .inc_by(matches.len() as u64);
+                    let subject = names.delivery_subject(&event.tenant);
+                    let mut task = DeliveryTask {
+                        subscription_id: String::new(),
+                        attempt: 1,
+                        event,
+                    };
+                    for subscription in matches {
+                        task.subscription_id.clone_from(&subscription.id);
+                        let payload = serde_json::to_vec(&task).expect("tasks serialize");
+                        let publish = jetstream::message::PublishMessage::build()
+                            .payload(Bytes::from(payload))
+                            .message_id(task.dedup_id());
+                        let ack = self.publish(&subject, publish).await?;
+                        pending.push((i, subject.clone(), ack));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(subject = %message.subject, seq, %error, "malformed event sent to the DLQ");
+                    self.metrics
+                        .dlq
+                        .with_label_values(&["events", error.kind()])
+                        .inc();
+                    let subject = names.dlq_subject("events");
+                    let mut headers = HeaderMap::new();
+                    headers.insert(DLQ_REASON_HEADER, error.to_string().as_str());
+                    headers.insert(DLQ_SUBJECT_HEADER, message.subject.as_str());
+                    let publish = jetstream::message::PublishMessage::build()
+                        .payload(message.payload.clone())
+                        .headers(headers)
+                        .message_id(format!("events:{seq}"));
+                    let ack = self.publish(&subject, publish).await?;
+                    pending.push((i, subject, ack));
+                }
+            }
+        }
+        let mut failed = vec![false; messages.len()];
+        for (i, subject, ack) in pending {
+            if let Err(e) = ack.await {
+                tracing::warn!(%subject, error = %e, "publish not acknowledged; the event will be redelivered");
+                failed[i] = true;
+            }
+        }
+        for (message, failed) in messages.iter().zip(failed) {
+            let result = if failed {
+                message
+                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
+            } else {
+                message.ack().await
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "event ack failed; it will be redelivered");
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        publish: jetstream::message::PublishMessage,
+    ) -> Result<PublishAckFuture, IngestError> {
+        self.js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|e| IngestError::Publish {
+                subject: subject.to_owned(),
+                message: e.to_string(),
+            })
+    }
+}

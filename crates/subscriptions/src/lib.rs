@@ -1,1 +1,11 @@
-//! stub
+//! The subscription service: create, read, list, update and delete
+//! subscriptions over gRPC, stored in a JetStream KV bucket.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+pub use service::SubscriptionService;
+pub use store::Store;

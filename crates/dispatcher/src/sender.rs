@@ -1,0 +1,271 @@
+//! Sends one HTTP request and classifies what happened: redirects are never
+//! followed, the response body is read up to a cap, every fault becomes an
+//! outcome rather than an error.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hookrelay_core::delivery::{Outcome, RecordedResponse};
+use hookrelay_core::subscription::SuccessRule;
+
+/// A request ready to send.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// What came back, or why nothing did.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub response: Option<RecordedResponse>,
+    pub duration: Duration,
+    /// `Retry-After` of a 429 or 503, if any.
+    pub retry_after: Option<Duration>,
+}
+
+/// One shared connection pool for every delivery.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+/// The HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
+
+impl Sender {
+    pub fn new(max_body: usize) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { client, max_body })
+    }
+
+    /// Sends `request`, judging the status by `rule`.
+    pub async fn send(
+        &self,
+        request: OutboundRequest,
+        timeout: Duration,
+        rule: SuccessRule,
+    ) -> SendResult {
+        let started = tokio::time::Instant::now();
+        let mut builder = self
+            .client
+            .request(request.method, &request.url)
+            .timeout(timeout)
+            .body(request.body);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let (outcome, reason) = classify_error(&error, timeout);
+                return SendResult {
+                    outcome,
+                    reason,
+                    response: None,
+                    duration: started.elapsed(),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let retry_after = (status == 429 || status == 503)
+            .then(|| response.headers().get(http::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let (body, body_truncated, body_error) = self.read_capped(response).await;
+        let (mut outcome, mut reason) = classify_status(status, rule);
+        if let Some(error) = body_error {
+            if outcome == Outcome::Success {
+                // The receiver accepted it; a broken body read does not undo that.
+                reason = format!("{reason}; response body unreadable: {error}");
+            } else if error.is_timeout() {
+                outcome = Outcome::Timeout;
+                reason = format!(
+                    "{reason}; response body not read within {}",
+                    humantime(timeout)
+                );
+            }
+        }
+        SendResult {
+            outcome,
+            reason,
+            response: Some(RecordedResponse {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                body_truncated,
+            }),
+            duration: started.elapsed(),
+            retry_after,
+        }
+    }
+
+    async fn read_capped(
+        &self,
+        response: reqwest::Response,
+    ) -> (Vec<u8>, bool, Option<reqwest::Error>) {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    let room = self.max_body - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        return (body, true, None);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Err(error) => return (body, false, Some(error)),
+            }
+        }
+        (body, false, None)
+    }
+}
+
+/// The outcome of a status under a success rule.
+pub fn classify_status(status: u16, rule: SuccessRule) -> (Outcome, String) {
+    let outcome = if rule.accepts(status) {
+        Outcome::Success
+    } else {
+        match status {
+            300..=399 => Outcome::Redirect,
+            400..=499 => Outcome::Http4xx,
+            500..=599 => Outcome::Http5xx,
+            _ => Outcome::HttpOther,
+        }
+    };
+    let reason = match outcome {
+        Outcome::Success => format!("status {status}"),
+        Outcome::Redirect => format!("status {status}: redirects are not followed"),
+        Outcome::HttpOther => format!("status {status} is not accepted by the success rule"),
+        _ => format!("status {status}"),
+    };
+    (outcome, reason)
+}
+
+fn classify_error(error: &reqwest::Error, timeout: Duration) -> (Outcome, String) {
+    if error.is_timeout() {
+        return (
+            Outcome::Timeout,
+            format!("timed out after {}", humantime(timeout)),
+        );
+    }
+    let chain = error_chain(error);
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("dns error") || lower.contains("failed to lookup") {
+        (Outcome::DnsError, chain)
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        (Outcome::TlsError, chain)
+    } else if error.is_connect() {
+        (Outcome::ConnectError, chain)
+    } else {
+        (Outcome::Error, chain)
+    }
+}
+
+/// The error and its sources, joined: reqwest's own text rarely says why.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `Retry-After` as delay seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_by_rule() {
+        assert_eq!(
+            classify_status(200, SuccessRule::Status200).0,
+            Outcome::Success
+        );
+        assert_eq!(
+            classify_status(204, SuccessRule::Any2xx).0,
+            Outcome::Success
+        );
+        assert_eq!(
+            classify_status(204, SuccessRule::Status200).0,
+            Outcome::HttpOther
+        );
+        assert_eq!(
+            classify_status(302, SuccessRule::Any2xx).0,
+            Outcome::Redirect
+        );
+        assert_eq!(
+            classify_status(404, SuccessRule::Any2xx).0,
+            Outcome::Http4xx
+        );
+        assert_eq!(
+            classify_status(503, SuccessRule::Any2xx).0,
+            Outcome::Http5xx
+        );
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Ingestor metrics, registered on the registry passed in.
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+/// Counters of what the ingestor accepted, fanned out and refused.
+#[derive(Clone)]
+pub struct Metrics {
+    pub events: IntCounterVec,
+    pub tasks: IntCounterVec,
+    pub dlq: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_events_ingested_total",
+                "Events accepted from the EVENTS stream",
+            ),
+            &["tenant", "event_type"],
+        )?;
+        let tasks = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_delivery_tasks_total",
+                "Delivery tasks emitted, one per matching subscription",
+            ),
+            &["tenant", "event_type"],
+        )?;
+        let dlq = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_dlq_total",
+                "Messages sent to the dead-letter stream, by source and reason",
+            ),
+            &["source", "reason"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(tasks.clone()))?;
+        registry.register(Box::new(dlq.clone()))?;
+        Ok(Self { events, tasks, dlq })
+    }
+}

@@ -1,0 +1,219 @@
+//! The `hookrelay.v1.Subscriptions` gRPC service.
+
+use chrono::Utc;
+use hookrelay_core::signing::generate_secret;
+use hookrelay_core::subscription::{StoredSecret, Subscription};
+use hookrelay_proto::v1 as pb;
+use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::validate::{self, Spec};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 1000;
+
+/// Serves subscriptions from the KV store.
+#[derive(Clone)]
+pub struct SubscriptionService {
+    store: Store,
+}
+
+impl SubscriptionService {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> SubscriptionsServer<Self> {
+        SubscriptionsServer::new(self)
+    }
+}
+
+fn apply(sub: &mut Subscription, spec: Spec) {
+    sub.tenant = spec.tenant;
+    sub.name = spec.name;
+    sub.description = spec.description;
+    sub.url = spec.url;
+    sub.event_types = spec.event_types;
+    sub.label_filter = spec.label_filter;
+    sub.enabled = spec.enabled;
+    sub.headers = spec.headers;
+    sub.success_rule = spec.success_rule;
+    sub.timeout = spec.timeout;
+    sub.max_in_flight = spec.max_in_flight;
+}
+
+fn timestamp(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The API view of a stored subscription (secrets never leave here).
+pub fn to_proto(sub: &Subscription) -> pb::Subscription {
+    use hookrelay_core::subscription::SuccessRule;
+    pb::Subscription {
+        id: sub.id.clone(),
+        tenant: sub.tenant.clone(),
+        name: sub.name.clone(),
+        description: sub.description.clone(),
+        url: sub.url.clone(),
+        event_types: sub.event_types.clone(),
+        label_filter: sub.label_filter.clone().into_iter().collect(),
+        enabled: Some(sub.enabled),
+        request: Some(pb::RequestSpec {
+            method: "POST".into(),
+            headers: sub.headers.clone().into_iter().collect(),
+            body_format: pb::BodyFormat::Json as i32,
+            envelope: pb::Envelope::Standard as i32,
+            ..Default::default()
+        }),
+        success_rule: match sub.success_rule {
+            SuccessRule::Any2xx => pb::SuccessRule::Any2xx,
+            SuccessRule::Status200 => pb::SuccessRule::Status200,
+        } as i32,
+        retry_policy: None,
+        batch: None,
+        timeout: sub
+            .timeout
+            .and_then(|t| prost_types::Duration::try_from(t).ok()),
+        max_in_flight: sub.max_in_flight.unwrap_or(0),
+        created_at: Some(timestamp(sub.created_at)),
+        updated_at: Some(timestamp(sub.updated_at)),
+        revision: sub.revision,
+    }
+}
+
+fn required(sub: Option<pb::Subscription>) -> Result<pb::Subscription, ApiError> {
+    sub.ok_or_else(|| ApiError::invalid("subscription", "is required"))
+}
+
+#[tonic::async_trait]
+impl Subscriptions for SubscriptionService {
+    async fn create_subscription(
+        &self,
+        request: Request<pb::CreateSubscriptionRequest>,
+    ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
+        let input = required(request.into_inner().subscription)?;
+        if !input.id.is_empty() {
+            return Err(ApiError::invalid(
+                "subscription.id",
+                "is minted by the server; leave it empty",
+            )
+            .into());
+        }
+        let spec = validate::spec(&input)?;
+        let now = Utc::now();
+        let secret = generate_secret();
+        let mut sub = Subscription {
+            id: Store::mint_id(),
+            tenant: String::new(),
+            name: String::new(),
+            description: String::new(),
+            url: String::new(),
+            event_types: Vec::new(),
+            label_filter: Default::default(),
+            enabled: true,
+            headers: Default::default(),
+            success_rule: Default::default(),
+            timeout: None,
+            max_in_flight: None,
+            secrets: vec![StoredSecret {
+                secret: secret.clone(),
+                created_at: now,
+                expires_at: None,
+            }],
+            created_at: now,
+            updated_at: now,
+            revision: 0,
+        };
+        apply(&mut sub, spec);
+        let sub = self.store.create(sub).await?;
+        tracing::info!(subscription = %sub.id, tenant = %sub.tenant, "subscription created");
+        Ok(Response::new(pb::CreateSubscriptionResponse {
+            subscription: Some(to_proto(&sub)),
+            secret,
+        }))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let sub = self.store.get(&request.into_inner().id).await?;
+        Ok(Response::new(to_proto(&sub)))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(ApiError::invalid("page_size", format!("at most {MAX_PAGE}")).into())
+            }
+            n => n,
+        };
+        let tenant = (!request.tenant.is_empty()).then_some(request.tenant.as_str());
+        let (subs, more) = self
+            .store
+            .list(tenant, &request.page_token, limit as usize)
+            .await?;
+        let next_page_token = match (more, subs.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: subs.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<pb::UpdateSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let request = request.into_inner();
+        let input = required(request.subscription)?;
+        let mut sub = self.store.get(&input.id).await?;
+        if request.expected_revision != 0 && request.expected_revision != sub.revision {
+            return Err(ApiError::StaleRevision {
+                id: sub.id,
+                expected: request.expected_revision,
+                current: sub.revision,
+            }
+            .into());
+        }
+        let spec = validate::spec(&input)?;
+        let revision = sub.revision;
+        apply(&mut sub, spec);
+        sub.updated_at = Utc::now();
+        let sub = self.store.update(sub, revision).await?;
+        tracing::info!(subscription = %sub.id, revision = sub.revision, "subscription updated");
+        Ok(Response::new(to_proto(&sub)))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::DeleteSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        let sub = self.store.get(&request.id).await?;
+        if request.expected_revision != 0 && request.expected_revision != sub.revision {
+            return Err(ApiError::StaleRevision {
+                id: sub.id,
+                expected: request.expected_revision,
+                current: sub.revision,
+            }
+            .into());
+        }
+        self.store.delete(&sub.id, sub.revision).await?;
+        tracing::info!(subscription = %sub.id, "subscription deleted");
+        Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+    }
+}

@@ -1,0 +1,403 @@
+//! Turns an API subscription into the stored model, refusing what is invalid
+//! (INVALID_ARGUMENT) or not yet supported (UNIMPLEMENTED), naming the field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hookrelay_core::event::check_token_path;
+use hookrelay_core::subscription::{check_header, check_pattern, SuccessRule};
+use hookrelay_proto::v1 as pb;
+
+use crate::error::ApiError;
+
+/// The editable part of a subscription, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub tenant: String,
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub label_filter: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub headers: BTreeMap<String, String>,
+    pub success_rule: SuccessRule,
+    pub timeout: Option<Duration>,
+    pub max_in_flight: Option<u32>,
+}
+
+const MAX_URL: usize = 2048;
+const MAX_PATTERNS: usize = 64;
+const MAX_LABELS: usize = 32;
+const MAX_HEADERS: usize = 32;
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_IN_FLIGHT: u32 = 10_000;
+
+/// Validates `sub` (prefixing field names with `subscription.`).
+pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
+    let f = |name: &str| format!("subscription.{name}");
+    check_token_path(&sub.tenant, false).map_err(|m| ApiError::invalid(f("tenant"), m))?;
+    if sub.name.chars().count() > 256 {
+        return Err(ApiError::invalid(f("name"), "at most 256 characters"));
+    }
+    if sub.description.chars().count() > 4096 {
+        return Err(ApiError::invalid(
+            f("description"),
+            "at most 4096 characters",
+        ));
+    }
+    check_url(&sub.url).map_err(|m| ApiError::invalid(f("url"), m))?;
+    if sub.event_types.is_empty() {
+        return Err(ApiError::invalid(
+            f("event_types"),
+            "at least one pattern is required (\"*\" for every type)",
+        ));
+    }
+    if sub.event_types.len() > MAX_PATTERNS {
+        return Err(ApiError::invalid(
+            f("event_types"),
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
+    }
+    for (i, pattern) in sub.event_types.iter().enumerate() {
+        check_pattern(pattern)
+            .map_err(|m| ApiError::invalid(format!("subscription.event_types[{i}]"), m))?;
+    }
+    if sub.label_filter.len() > MAX_LABELS {
+        return Err(ApiError::invalid(
+            f("label_filter"),
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (key, value) in &sub.label_filter {
+        if key.is_empty() || key.len() > 64 || value.len() > 256 {
+            return Err(ApiError::invalid(
+                format!("subscription.label_filter[{key:?}]"),
+                "keys are 1-64 bytes and values at most 256 bytes",
+            ));
+        }
+    }
+    let request = sub.request.clone().unwrap_or_default();
+    let headers = request_headers(&request)?;
+    let success_rule = match pb::SuccessRule::try_from(sub.success_rule) {
+        Ok(pb::SuccessRule::Unspecified | pb::SuccessRule::Any2xx) => SuccessRule::Any2xx,
+        Ok(pb::SuccessRule::Status200) => SuccessRule::Status200,
+        Err(_) => {
+            return Err(ApiError::invalid(
+                f("success_rule"),
+                format!("unknown value {}", sub.success_rule),
+            ))
+        }
+    };
+    if sub
+        .retry_policy
+        .as_ref()
+        .is_some_and(|r| r.policy.is_some())
+    {
+        return Err(ApiError::unimplemented(
+            f("retry_policy"),
+            "retries are not available yet: a failed delivery is recorded, not retried",
+        ));
+    }
+    if sub
+        .batch
+        .as_ref()
+        .is_some_and(|b| *b != pb::BatchSpec::default())
+    {
+        return Err(ApiError::unimplemented(
+            f("batch"),
+            "batched deliveries are not available yet",
+        ));
+    }
+    let timeout = match &sub.timeout {
+        None => None,
+        Some(d) => {
+            let timeout = Duration::try_from(*d)
+                .ok()
+                .filter(|t| !t.is_zero() && *t <= MAX_TIMEOUT)
+                .ok_or_else(|| ApiError::invalid(f("timeout"), "must be between 1ms and 5m"))?;
+            Some(timeout)
+        }
+    };
+    let max_in_flight = match sub.max_in_flight {
+        0 => None,
+        n if n > MAX_IN_FLIGHT => {
+            return Err(ApiError::invalid(
+                f("max_in_flight"),
+                format!("at most {MAX_IN_FLIGHT}"),
+            ))
+        }
+        n => Some(n),
+    };
+    Ok(Spec {
+        tenant: sub.tenant.clone(),
+        name: sub.name.clone(),
+        description: sub.description.clone(),
+        url: sub.url.clone(),
+        event_types: sub.event_types.clone(),
+        label_filter: sub.label_filter.clone().into_iter().collect(),
+        enabled: sub.enabled.unwrap_or(true),
+        headers,
+        success_rule,
+        timeout,
+        max_in_flight,
+    })
+}
+
+fn request_headers(request: &pb::RequestSpec) -> Result<BTreeMap<String, String>, ApiError> {
+    let f = |name: &str| format!("subscription.request.{name}");
+    match request.method.to_ascii_uppercase().as_str() {
+        "" | "POST" => {}
+        "GET" | "PUT" => {
+            return Err(ApiError::unimplemented(
+                f("method"),
+                format!("{} is not available yet; only POST", request.method),
+            ))
+        }
+        other => {
+            return Err(ApiError::invalid(
+                f("method"),
+                format!("{other:?} is not one of GET, POST, PUT"),
+            ))
+        }
+    }
+    match pb::BodyFormat::try_from(request.body_format) {
+        Ok(pb::BodyFormat::Unspecified | pb::BodyFormat::Json) => {}
+        Ok(other) => {
+            return Err(ApiError::unimplemented(
+                f("body_format"),
+                format!("{} is not available yet; only json", other.as_str_name()),
+            ))
+        }
+        Err(_) => return Err(ApiError::invalid(f("body_format"), "unknown value")),
+    }
+    match pb::Envelope::try_from(request.envelope) {
+        Ok(pb::Envelope::Unspecified | pb::Envelope::Standard) => {}
+        Ok(other) => {
+            return Err(ApiError::unimplemented(
+                f("envelope"),
+                format!(
+                    "{} is not available yet; only standard",
+                    other.as_str_name()
+                ),
+            ))
+        }
+        Err(_) => return Err(ApiError::invalid(f("envelope"), "unknown value")),
+    }
+    for (name, value) in [
+        ("template", &request.template),
+        ("jsonrpc_method", &request.jsonrpc_method),
+        ("date_format", &request.date_format),
+    ] {
+        if !value.is_empty() {
+            return Err(ApiError::unimplemented(
+                f(name),
+                "request templates are not available yet",
+            ));
+        }
+    }
+    if request.headers.len() > MAX_HEADERS {
+        return Err(ApiError::invalid(
+            f("headers"),
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in &request.headers {
+        check_header(name, value)
+            .map_err(|m| ApiError::invalid(format!("subscription.request.headers[{name:?}]"), m))?;
+        headers.insert(name.to_ascii_lowercase(), value.clone());
+    }
+    Ok(headers)
+}
+
+fn check_url(raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err("is required".into());
+    }
+    if raw.len() > MAX_URL {
+        return Err(format!("at most {MAX_URL} bytes"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use request headers".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> pb::Subscription {
+        pb::Subscription {
+            tenant: "acme".into(),
+            url: "https://example.test/hook".into(),
+            event_types: vec!["user.*".into()],
+            ..Default::default()
+        }
+    }
+
+    fn refused(edit: impl FnOnce(&mut pb::Subscription)) -> ApiError {
+        let mut sub = valid();
+        edit(&mut sub);
+        spec(&sub).unwrap_err()
+    }
+
+    #[test]
+    fn a_minimal_subscription_is_enabled_with_defaults() {
+        let spec = spec(&valid()).unwrap();
+        assert!(spec.enabled);
+        assert_eq!(spec.success_rule, SuccessRule::Any2xx);
+        assert_eq!(spec.timeout, None);
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases: Vec<(Box<dyn FnOnce(&mut pb::Subscription)>, &str)> = vec![
+            (Box::new(|s| s.tenant = "a b".into()), "subscription.tenant"),
+            (
+                Box::new(|s| s.url = "ftp://x/".into()),
+                "subscription.url: scheme \"ftp\"",
+            ),
+            (Box::new(|s| s.url = "not a url".into()), "subscription.url"),
+            (
+                Box::new(|s| s.url = "http://u:p@x/".into()),
+                "subscription.url: must not carry credentials",
+            ),
+            (
+                Box::new(|s| s.event_types.clear()),
+                "subscription.event_types: at least one",
+            ),
+            (
+                Box::new(|s| s.event_types.push("a.*.b".into())),
+                "subscription.event_types[1]",
+            ),
+            (
+                Box::new(|s| {
+                    s.label_filter.insert(String::new(), "x".into());
+                }),
+                "subscription.label_filter",
+            ),
+            (
+                Box::new(|s| {
+                    s.timeout = Some(prost_types::Duration {
+                        seconds: 600,
+                        nanos: 0,
+                    })
+                }),
+                "subscription.timeout",
+            ),
+            (
+                Box::new(|s| s.max_in_flight = 1_000_000),
+                "subscription.max_in_flight",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        method: "DELETE".into(),
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.method",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let err = refused(edit);
+            assert!(matches!(err, ApiError::Invalid { .. }), "{err}");
+            assert!(err.to_string().starts_with(expected), "{err} !~ {expected}");
+        }
+    }
+
+    #[test]
+    fn protected_headers_are_refused() {
+        for name in [
+            "webhook-signature",
+            "Host",
+            "content-length",
+            "Connection",
+            "transfer-encoding",
+        ] {
+            let err = refused(|s| {
+                s.request = Some(pb::RequestSpec {
+                    headers: [(name.to_owned(), "x".to_owned())].into(),
+                    ..Default::default()
+                })
+            });
+            assert!(
+                err.to_string().contains("subscription.request.headers"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_features_are_unimplemented_not_ignored() {
+        let cases: Vec<(Box<dyn FnOnce(&mut pb::Subscription)>, &str)> = vec![
+            (
+                Box::new(|s| {
+                    s.retry_policy = Some(pb::RetryPolicy {
+                        policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
+                    })
+                }),
+                "subscription.retry_policy",
+            ),
+            (
+                Box::new(|s| {
+                    s.batch = Some(pb::BatchSpec {
+                        max_size: 10,
+                        ..Default::default()
+                    })
+                }),
+                "subscription.batch",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        method: "GET".into(),
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.method",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        body_format: pb::BodyFormat::Form as i32,
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.body_format",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        envelope: pb::Envelope::ForumEvent as i32,
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.envelope",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        template: "{}".into(),
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.template",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let err = refused(edit);
+            assert!(matches!(err, ApiError::Unimplemented { .. }), "{err}");
+            assert!(err.to_string().starts_with(expected), "{err} !~ {expected}");
+        }
+    }
+}
