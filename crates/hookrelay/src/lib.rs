@@ -1,0 +1,235 @@
+//! The hookrelay server: runs the subscription service, ingestor, dispatcher
+//! and log service (all of them, or one, for scale-out) against NATS and
+//! Redis, with the gRPC and admin HTTP endpoints.
+#![forbid(unsafe_code)]
+
+mod startup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookrelay_core::health::Health;
+use hookrelay_core::index::SubscriptionIndex;
+use hookrelay_core::Config;
+use hookrelay_dispatcher::Dispatcher;
+use hookrelay_ingestor::Ingestor;
+use hookrelay_logs::{AttemptConsumer, AttemptIndex, LogService};
+use hookrelay_subscriptions::{Store, SubscriptionService};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use startup::retry_until;
+
+/// Which services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every service in one process.
+    All,
+    Subscriptions,
+    Ingestor,
+    Dispatcher,
+    Logs,
+}
+
+impl Role {
+    fn runs(self, role: Role) -> bool {
+        self == Role::All || self == role
+    }
+
+    fn serves_grpc(self) -> bool {
+        self.runs(Role::Subscriptions) || self.runs(Role::Logs)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Subscriptions => "subscriptions",
+            Role::Ingestor => "ingestor",
+            Role::Dispatcher => "dispatcher",
+            Role::Logs => "logs",
+        }
+    }
+}
+
+/// The sockets a process serves on.
+pub struct Listeners {
+    /// gRPC; needed when the role serves subscriptions or logs.
+    pub grpc: Option<TcpListener>,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config, role: Role) -> std::io::Result<Self> {
+        let grpc = if role.serves_grpc() {
+            Some(bind(config.server.grpc_listen).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            grpc,
+            http: bind(config.server.http_listen).await?,
+        })
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// A process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Nats(#[from] hookrelay_core::nats::NatsError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Client(#[from] hookrelay_dispatcher::sender::ClientError),
+    #[error("the gRPC listener is required for role {0}")]
+    NoGrpcListener(&'static str),
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// Runs `role` until `shutdown`, then drains in-flight work.
+pub async fn run(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let registry = prometheus::Registry::new();
+    let health = Health::default();
+    let client = hookrelay_core::nats::connect(&config, role.name()).await?;
+    health.nats("nats", client.clone());
+    let js = async_nats::jetstream::new(client.clone());
+    let mut tasks = JoinSet::new();
+    // Children stop taking work when asked, but finish what they hold.
+    let work = shutdown.child_token();
+
+    let Some(()) = retry_until(&shutdown, "create streams", || {
+        hookrelay_core::nats::ensure_streams(&js, &config)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let Some(bucket) = retry_until(&shutdown, "open subscriptions bucket", || {
+        hookrelay_core::nats::subscriptions_bucket(&js, &config)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+
+    let index = SubscriptionIndex::new();
+    if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) {
+        index.spawn_watcher(bucket.clone(), work.clone());
+        let loaded = index.clone();
+        health.check("subscriptions index", move || loaded.is_loaded());
+    }
+    if role.runs(Role::Ingestor) {
+        let ingestor = Ingestor {
+            config: config.clone(),
+            js: js.clone(),
+            index: index.clone(),
+            metrics: hookrelay_ingestor::Metrics::register(&registry)?,
+            ready: health.flag("ingestor"),
+        };
+        tasks.spawn(ingestor.run(work.clone()));
+    }
+    if role.runs(Role::Dispatcher) {
+        let dispatcher = Dispatcher::new(
+            config.clone(),
+            js.clone(),
+            index.clone(),
+            hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes)?,
+            hookrelay_dispatcher::Metrics::register(&registry)?,
+            health.flag("dispatcher"),
+        );
+        tasks.spawn(dispatcher.run(work.clone()));
+    }
+    let mut attempt_index = None;
+    if role.runs(Role::Logs) {
+        let Some(redis) = retry_until(&shutdown, "connect to Redis", || {
+            hookrelay_core::redis::connect(&config)
+        })
+        .await
+        else {
+            return Ok(());
+        };
+        startup::watch_redis(&health, redis.clone(), work.clone(), &mut tasks);
+        let index = AttemptIndex::new(config.names(), redis, config.logs.retention);
+        let consumer = AttemptConsumer {
+            config: config.clone(),
+            js: js.clone(),
+            index: index.clone(),
+            metrics: hookrelay_logs::Metrics::register(&registry)?,
+            ready: health.flag("logs"),
+        };
+        tasks.spawn(consumer.run(work.clone()));
+        attempt_index = Some(index);
+    }
+
+    let mut servers = JoinSet::new();
+    if role.serves_grpc() {
+        let listener = listeners
+            .grpc
+            .ok_or(StartError::NoGrpcListener(role.name()))?;
+        let subscriptions = role
+            .runs(Role::Subscriptions)
+            .then(|| SubscriptionService::new(Store::new(bucket.clone())));
+        let logs = attempt_index.map(LogService::new);
+        let grpc = startup::grpc_router(subscriptions, logs)
+            .await
+            .map_err(StartError::Serve)?;
+        let stop = shutdown.clone();
+        tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::Serve(e.to_string()))?, "gRPC listening");
+        servers.spawn(async move {
+            grpc.serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        });
+    }
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(|e| StartError::Serve(e.to_string()))?;
+    tracing::info!(addr = %http_addr, role = role.name(), "admin HTTP listening (/healthz, /readyz, /metrics)");
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(hookrelay_core::health::serve(
+        listeners.http,
+        registry,
+        health,
+        admin_stop.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: no new work, finishing what is in flight");
+    let grace = config.shutdown_grace + Duration::from_secs(1);
+    let drained = tokio::time::timeout(grace, async {
+        while tasks.join_next().await.is_some() {}
+        while let Some(result) = servers.join_next().await {
+            if let Ok(Err(error)) = result {
+                tracing::warn!(%error, "gRPC server stopped with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over, exiting with work unfinished (it will be redelivered)");
+    }
+    admin_stop.cancel();
+    let _ = admin.await;
+    client.flush().await.ok();
+    Ok(())
+}

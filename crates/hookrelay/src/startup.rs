@@ -1,0 +1,102 @@
+//! Startup helpers: waiting for dependencies, Redis readiness, the gRPC router.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hookrelay_core::health::Health;
+use hookrelay_logs::LogService;
+use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
+use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
+use hookrelay_subscriptions::SubscriptionService;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Retries `step` every second until it succeeds; `None` if shut down first.
+pub async fn retry_until<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut step: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            result = step() => match result {
+                Ok(value) => return Some(value),
+                Err(error) => tracing::warn!(%error, "cannot {what} yet, retrying"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Pings Redis every second; `/readyz` reports it down when pings fail.
+pub fn watch_redis(
+    health: &Health,
+    redis: ConnectionManager,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let flag = health.flag("redis");
+    flag.set(true);
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let mut conn = redis.clone();
+            let ping = tokio::time::timeout(
+                Duration::from_secs(2),
+                redis::cmd("PING").query_async::<String>(&mut conn),
+            )
+            .await;
+            let up = matches!(ping, Ok(Ok(_)));
+            if up != flag.get() {
+                if up {
+                    tracing::info!("redis reachable again");
+                } else {
+                    tracing::warn!("redis unreachable");
+                }
+            }
+            flag.set(up);
+        }
+    });
+}
+
+/// The gRPC router: the given services, gRPC health and reflection.
+pub async fn grpc_router(
+    subscriptions: Option<SubscriptionService>,
+    logs: Option<LogService>,
+) -> Result<tonic::transport::server::Router, String> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hookrelay_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("gRPC reflection: {e}"))?;
+    if subscriptions.is_some() {
+        reporter
+            .set_serving::<SubscriptionsServer<SubscriptionService>>()
+            .await;
+    }
+    if logs.is_some() {
+        reporter
+            .set_serving::<DeliveryLogsServer<LogService>>()
+            .await;
+    }
+    Ok(tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_optional_service(subscriptions.map(SubscriptionService::into_server))
+        .add_optional_service(logs.map(LogService::into_server)))
+}

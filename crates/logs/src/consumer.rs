@@ -1,0 +1,146 @@
+//! Follows the ATTEMPTS stream into the Redis index and the metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use hookrelay_core::delivery::AttemptRecord;
+use hookrelay_core::health::Flag;
+use hookrelay_core::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::index::AttemptIndex;
+use crate::metrics::Metrics;
+
+/// Indexes attempt records.
+pub struct AttemptConsumer {
+    pub config: Arc<Config>,
+    pub js: jetstream::Context,
+    pub index: AttemptIndex,
+    pub metrics: Metrics,
+    pub ready: Flag,
+}
+
+impl AttemptConsumer {
+    /// Consumes until `shutdown`, recreating the consumer after failures.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.consume(&shutdown).await {
+                self.ready.set(false);
+                tracing::warn!(%error, "attempt consumer failed, recreating it");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        self.ready.set(false);
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), String> {
+        let names = self.config.names();
+        hookrelay_core::nats::ensure_streams(&self.js, &self.config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = self
+            .js
+            .get_stream(names.attempts_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &names.consumer("logs"),
+                pull::Config {
+                    durable_name: Some(names.consumer("logs")),
+                    filter_subject: names.attempts_filter(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch = 500;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?
+            .ready_chunks(batch);
+        self.ready.set(true);
+        loop {
+            let chunk = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                chunk = messages.next() => chunk,
+            };
+            let Some(chunk) = chunk else {
+                return Err("message stream ended".into());
+            };
+            let messages: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
+            let mut records = Vec::with_capacity(messages.len());
+            let mut indexed = Vec::with_capacity(messages.len());
+            for message in &messages {
+                match serde_json::from_slice::<AttemptRecord>(&message.payload) {
+                    Ok(record) => {
+                        records.push((record, message.payload.as_ref()));
+                        indexed.push(message);
+                    }
+                    Err(error) => {
+                        // Not ours to fix; keep it in the stream, out of the index.
+                        tracing::error!(subject = %message.subject, %error, "unreadable attempt record skipped");
+                        let _ = message.ack_with(AckKind::Term).await;
+                    }
+                }
+            }
+            match self.index.store(&records).await {
+                Ok(new) => {
+                    for ((record, _), new) in records.iter().zip(new) {
+                        if new {
+                            self.observe(record);
+                        }
+                    }
+                    for message in indexed {
+                        let _ = message.ack().await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot index attempts; they will be redelivered");
+                    for message in indexed {
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn observe(&self, record: &AttemptRecord) {
+        let outcome = record.outcome.as_str();
+        self.metrics
+            .deliveries
+            .with_label_values(&[&record.tenant, &record.event_type, outcome])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[outcome])
+            .observe(record.duration_ms as f64 / 1000.0);
+        if record.outcome.is_success() {
+            let finished =
+                record.started_at + chrono::Duration::milliseconds(record.duration_ms as i64);
+            let latency = (finished - record.event_received_at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            self.metrics
+                .latency
+                .with_label_values(&[&record.tenant])
+                .observe(latency as f64 / 1e6);
+        }
+    }
+}
