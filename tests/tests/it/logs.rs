@@ -1,0 +1,229 @@
+//! Attempts are recorded, listed, fetched and counted in `/metrics`.
+
+use std::time::Duration;
+
+use hookrelay_proto::v1 as pb;
+use hookrelay_tests::support::{eventually, Receiver, Reply, TestEnv};
+use hookrelay_tests::Harness;
+use tonic::Code;
+
+use crate::subscription;
+
+/// Waits until `subscription_id` has `n` attempts; returns them newest first.
+pub async fn wait_attempts(hr: &Harness, subscription_id: &str, n: usize) -> Vec<pb::Attempt> {
+    let mut logs = hr.logs().await;
+    eventually(
+        &format!("{n} attempts of {subscription_id}"),
+        Duration::from_secs(10),
+        || {
+            let request = pb::ListAttemptsRequest {
+                subscription_id: subscription_id.into(),
+                ..Default::default()
+            };
+            let mut logs = logs.clone();
+            async move {
+                let attempts = logs
+                    .list_attempts(request)
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .attempts;
+                (attempts.len() >= n).then_some(attempts)
+            }
+        },
+    )
+    .await;
+    logs.list_attempts(pb::ListAttemptsRequest {
+        subscription_id: subscription_id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .attempts
+}
+
+#[tokio::test]
+async fn successes_and_failures_are_listed_fetched_and_counted() {
+    let mut env = TestEnv::new();
+    env.config.limits.max_response_body_bytes = 16;
+    let hr = Harness::start_with(env, hookrelay::Role::All).await;
+    let receiver = Receiver::start().await;
+    let mut sub = subscription("acme", &receiver.url("/hook"), &["order.*"]);
+    sub.request = Some(pb::RequestSpec {
+        headers: [("Authorization".to_owned(), "Bearer s3cr3t".to_owned())].into(),
+        ..Default::default()
+    });
+    let (sub, _) = hr.create(sub).await;
+    receiver.push(Reply::status(200).body("thanks"));
+    receiver.push(
+        Reply::status(500)
+            .header("x-trace", "t-1")
+            .body("database is down, try again later"),
+    );
+
+    hr.publish("acme", "order.paid", br#"{"id":"o-1","data":{"total":10}}"#)
+        .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    wait_attempts(&hr, &sub.id, 1).await;
+    hr.publish("acme", "order.paid", br#"{"id":"o-2","data":{"total":20}}"#)
+        .await;
+    let attempts = wait_attempts(&hr, &sub.id, 2).await;
+
+    assert_eq!(attempts.len(), 2);
+    let (failed, succeeded) = (&attempts[0], &attempts[1]);
+    assert_eq!(failed.event_id, "o-2", "newest first");
+    assert_eq!(failed.outcome, "http_5xx");
+    assert_eq!(failed.reason, "status 500");
+    assert_eq!(failed.give_up_reason, "no_retry");
+    assert_eq!(failed.attempt, 1);
+    let response = failed.response.as_ref().unwrap();
+    assert_eq!(response.status, 500);
+    assert_eq!(response.body, b"database is down");
+    assert!(response.body_truncated);
+    assert!(response
+        .headers
+        .iter()
+        .any(|h| h.name == "x-trace" && h.value == "t-1"));
+
+    assert_eq!(succeeded.event_id, "o-1");
+    assert_eq!(succeeded.outcome, "success");
+    assert_eq!(succeeded.give_up_reason, "");
+    assert_eq!(succeeded.response.as_ref().unwrap().body, b"thanks");
+
+    let full = hr
+        .logs()
+        .await
+        .get_attempt(pb::GetAttemptRequest {
+            id: succeeded.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let request = full.request.unwrap();
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.url, receiver.url("/hook"));
+    let sent = &receiver.requests()[0];
+    assert_eq!(
+        request.body,
+        sent.body.to_vec(),
+        "the log holds the bytes sent"
+    );
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value.clone())
+    };
+    assert_eq!(header("authorization").as_deref(), Some("<redacted>"));
+    assert_eq!(sent.header("authorization"), Some("Bearer s3cr3t"));
+    assert_eq!(header("webhook-id").as_deref(), sent.header("webhook-id"));
+    assert_eq!(full.webhook_id, sent.header("webhook-id").unwrap());
+
+    // By event and by tenant too.
+    let mut logs = hr.logs().await;
+    let by_event = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            event_id: "o-2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_event
+            .attempts
+            .iter()
+            .map(|a| a.id.clone())
+            .collect::<Vec<_>>(),
+        [failed.id.clone()]
+    );
+    let first_page = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            tenant: "acme".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first_page.attempts[0].id, failed.id);
+    let second_page = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            tenant: "acme".into(),
+            page_size: 1,
+            page_token: first_page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second_page.attempts[0].id, succeeded.id);
+    assert!(second_page.next_page_token.is_empty());
+
+    let labels = |outcome: &str| {
+        format!(
+            r#"hookrelay_deliveries_total{{event_type="order.paid",outcome="{outcome}",tenant="acme"}}"#
+        )
+    };
+    assert_eq!(hr.metric(&labels("success")).await, Some(1.0));
+    assert_eq!(hr.metric(&labels("http_5xx")).await, Some(1.0));
+    assert_eq!(
+        hr.metric(r#"hookrelay_delivery_duration_seconds_count{outcome="success"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        hr.metric(r#"hookrelay_events_ingested_total{event_type="order.paid",tenant="acme"}"#)
+            .await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn bad_log_queries_are_refused() {
+    let hr = Harness::start().await;
+    let mut logs = hr.logs().await;
+    let none = logs
+        .list_attempts(pb::ListAttemptsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::InvalidArgument);
+    assert_eq!(
+        none.message(),
+        "exactly one of subscription_id, event_id or tenant must be set"
+    );
+    let missing = logs
+        .get_attempt(pb::GetAttemptRequest {
+            id: "att_01J00000000000000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn readiness_and_metrics_are_served() {
+    let hr = Harness::start().await;
+    let ready = reqwest::get(format!("http://{}/readyz", hr.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let live = reqwest::get(format!("http://{}/healthz", hr.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(live.text().await.unwrap(), "ok\n");
+    let metrics = hr.metrics().await;
+    for name in [
+        "hookrelay_dispatcher_in_flight",
+        "hookrelay_deliveries_total",
+        "hookrelay_delivery_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(name) || name != "hookrelay_dispatcher_in_flight",
+            "{name} missing"
+        );
+    }
+    assert!(metrics.contains("hookrelay_dispatcher_in_flight 0"));
+}

@@ -1,0 +1,245 @@
+//! The Subscriptions gRPC API: validation, revisions, paging, health.
+
+use hookrelay_proto::v1 as pb;
+use hookrelay_tests::Harness;
+use tonic::Code;
+
+use crate::subscription;
+
+async fn create_err(hr: &Harness, sub: pb::Subscription) -> tonic::Status {
+    hr.subscriptions()
+        .await
+        .create_subscription(pb::CreateSubscriptionRequest {
+            subscription: Some(sub),
+        })
+        .await
+        .expect_err("create should be refused")
+}
+
+#[tokio::test]
+async fn bad_subscriptions_are_refused_naming_the_field() {
+    let hr = Harness::start().await;
+    let ok = || subscription("acme", "https://example.test/hook", &["user.*"]);
+    let cases: Vec<(pb::Subscription, Code, &str)> = vec![
+        (pb::Subscription { url: "ftp://example.test/".into(), ..ok() }, Code::InvalidArgument, "subscription.url: scheme \"ftp\" is not http or https"),
+        (pb::Subscription { url: "".into(), ..ok() }, Code::InvalidArgument, "subscription.url: is required"),
+        (pb::Subscription { tenant: "ac me".into(), ..ok() }, Code::InvalidArgument, "subscription.tenant"),
+        (pb::Subscription { event_types: vec![], ..ok() }, Code::InvalidArgument, "subscription.event_types: at least one pattern"),
+        (pb::Subscription { event_types: vec!["user.*".into(), "us*er".into()], ..ok() }, Code::InvalidArgument, "subscription.event_types[1]"),
+        (pb::Subscription { label_filter: [("".to_owned(), "1".to_owned())].into(), ..ok() }, Code::InvalidArgument, "subscription.label_filter"),
+        (pb::Subscription { id: "sub_mine".into(), ..ok() }, Code::InvalidArgument, "subscription.id: is minted by the server"),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { headers: [("Webhook-Signature".to_owned(), "x".to_owned())].into(), ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.headers[\"Webhook-Signature\"]: \"Webhook-Signature\" is set by hookrelay",
+        ),
+        (
+            pb::Subscription { retry_policy: Some(pb::RetryPolicy { policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})) }), ..ok() },
+            Code::Unimplemented,
+            "subscription.retry_policy",
+        ),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { envelope: pb::Envelope::EntityEvent as i32, ..Default::default() }), ..ok() },
+            Code::Unimplemented,
+            "subscription.request.envelope: ENVELOPE_ENTITY_EVENT is not available yet",
+        ),
+    ];
+    for (sub, code, message) in cases {
+        let status = create_err(&hr, sub).await;
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(
+            status.message().starts_with(message),
+            "{:?} !~ {message:?}",
+            status.message()
+        );
+    }
+    let status = hr
+        .subscriptions()
+        .await
+        .create_subscription(pb::CreateSubscriptionRequest { subscription: None })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "subscription: is required")
+    );
+}
+
+#[tokio::test]
+async fn get_update_delete_with_revisions() {
+    let hr = Harness::start().await;
+    let mut client = hr.subscriptions().await;
+    let mut input = subscription("acme", "https://example.test/a", &["user.created"]);
+    input.name = "LMS".into();
+    input.description = "course stats".into();
+    let (created, _) = hr.create(input).await;
+    assert!(created.id.starts_with("sub_"));
+    assert_eq!(created.enabled, Some(true));
+    assert!(created.revision > 0);
+
+    let fetched = client
+        .get_subscription(pb::GetSubscriptionRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched, created);
+
+    let mut changed = fetched.clone();
+    changed.url = "https://example.test/b".into();
+    changed.enabled = Some(false);
+    let updated = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            subscription: Some(changed.clone()),
+            expected_revision: fetched.revision,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.url, "https://example.test/b");
+    assert_eq!(updated.enabled, Some(false));
+    assert!(updated.revision > fetched.revision);
+    assert_eq!(updated.created_at, created.created_at);
+
+    // Writing again with the revision read before the update is stale.
+    let stale = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            subscription: Some(changed),
+            expected_revision: fetched.revision,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert!(
+        stale.message().contains(&format!(
+            "is at revision {}, not {}",
+            updated.revision, fetched.revision
+        )),
+        "{}",
+        stale.message()
+    );
+
+    let invalid = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            subscription: Some(pb::Subscription {
+                url: "gopher://x".into(),
+                ..updated.clone()
+            }),
+            expected_revision: updated.revision,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(invalid.message().starts_with("subscription.url"));
+
+    let stale_delete = client
+        .delete_subscription(pb::DeleteSubscriptionRequest {
+            id: created.id.clone(),
+            expected_revision: fetched.revision,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_delete.code(), Code::FailedPrecondition);
+    client
+        .delete_subscription(pb::DeleteSubscriptionRequest {
+            id: created.id.clone(),
+            expected_revision: updated.revision,
+        })
+        .await
+        .unwrap();
+    let gone = client
+        .get_subscription(pb::GetSubscriptionRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(
+        gone.message(),
+        format!("subscription {} not found", created.id)
+    );
+
+    let malformed = client
+        .get_subscription(pb::GetSubscriptionRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_pages_through_every_subscription_of_a_tenant() {
+    let hr = Harness::start().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (sub, _) = hr
+            .create(subscription(
+                "acme",
+                &format!("https://example.test/{n}"),
+                &["*"],
+            ))
+            .await;
+        ids.push(sub.id);
+    }
+    hr.create(subscription("globex", "https://example.test/g", &["*"]))
+        .await;
+
+    let mut client = hr.subscriptions().await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_subscriptions(pb::ListSubscriptionsRequest {
+                tenant: "acme".into(),
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.subscriptions.len() <= 2);
+        seen.extend(page.subscriptions.into_iter().map(|s| s.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids, "every acme subscription once, in creation order");
+    let all = client
+        .list_subscriptions(pb::ListSubscriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.subscriptions.len(), 6);
+    assert!(all.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn grpc_health_reports_serving() {
+    let hr = Harness::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(hr.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in [
+        "",
+        "hookrelay.v1.Subscriptions",
+        "hookrelay.v1.DeliveryLogs",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+}
