@@ -17,14 +17,21 @@ use tonic::transport::Channel;
 
 pub use hookrelay_test_support as support;
 
-/// A running hookrelay.
+/// A running hookrelay: one process's worth of services, or several roles
+/// each run on its own as they would be when scaled out.
 pub struct Harness {
     pub env: TestEnv,
+    /// gRPC address of the subscription service.
     pub grpc_addr: SocketAddr,
+    /// gRPC address of the log service.
+    pub logs_addr: SocketAddr,
+    /// Admin HTTP address of the first role (all of them, for `Role::All`).
     pub http_addr: SocketAddr,
+    /// Admin HTTP address of every role started.
+    pub http_addrs: Vec<SocketAddr>,
     pub js: jetstream::Context,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<Result<(), StartError>>>,
+    tasks: Vec<JoinHandle<Result<(), StartError>>>,
 }
 
 impl Harness {
@@ -35,46 +42,65 @@ impl Harness {
 
     /// `role` with `env`'s config; returns once `/readyz` says ready.
     pub async fn start_with(env: TestEnv, role: Role) -> Self {
+        Self::start_roles(env, &[role]).await
+    }
+
+    /// Each of `roles` as its own server; returns once all are ready.
+    pub async fn start_roles(env: TestEnv, roles: &[Role]) -> Self {
         hookrelay_core::telemetry::init(&env.config.telemetry);
-        let listeners = Listeners::bind(&env.config, role)
-            .await
-            .expect("bind test listeners");
-        let grpc_addr = listeners
-            .grpc
-            .as_ref()
-            .map(|l| l.local_addr().unwrap())
-            .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
-        let http_addr = listeners.http.local_addr().unwrap();
+        let unset: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (mut grpc_addr, mut logs_addr) = (unset, unset);
+        let mut http_addrs = Vec::new();
+        let mut tasks = Vec::new();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(hookrelay::run(
-            env.config.clone(),
-            role,
-            listeners,
-            shutdown.clone(),
-        ));
+        for &role in roles {
+            let listeners = Listeners::bind(&env.config, role)
+                .await
+                .expect("bind test listeners");
+            if let Some(grpc) = &listeners.grpc {
+                let addr = grpc.local_addr().unwrap();
+                if matches!(role, Role::All | Role::Subscriptions) {
+                    grpc_addr = addr;
+                }
+                if matches!(role, Role::All | Role::Logs) {
+                    logs_addr = addr;
+                }
+            }
+            http_addrs.push(listeners.http.local_addr().unwrap());
+            tasks.push(tokio::spawn(hookrelay::run(
+                env.config.clone(),
+                role,
+                listeners,
+                shutdown.clone(),
+            )));
+        }
         let client = async_nats::connect(&env.config.nats.url)
             .await
             .expect("connect to NATS");
         let harness = Self {
             env,
             grpc_addr,
-            http_addr,
+            logs_addr,
+            http_addr: http_addrs[0],
+            http_addrs,
             js: jetstream::new(client),
             shutdown,
-            task: Some(task),
+            tasks,
         };
         harness.wait_ready().await;
         harness
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until every role's `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.http_addr);
-        eventually("hookrelay ready", Duration::from_secs(20), || async {
-            let response = reqwest::get(&url).await.ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await;
+        for addr in &self.http_addrs {
+            let url = format!("http://{addr}/readyz");
+            eventually(&format!("{url} ready"), Duration::from_secs(20), || async {
+                let response = reqwest::get(&url).await.ok()?;
+                response.status().is_success().then_some(())
+            })
+            .await;
+        }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -88,7 +114,7 @@ impl Harness {
     }
 
     pub async fn logs(&self) -> DeliveryLogsClient<Channel> {
-        DeliveryLogsClient::connect(self.grpc_url())
+        DeliveryLogsClient::connect(format!("http://{}", self.logs_addr))
             .await
             .expect("connect gRPC")
     }
@@ -144,10 +170,10 @@ impl Harness {
     /// Stops hookrelay as SIGTERM would and waits for it to finish.
     pub async fn stop(&mut self) -> Result<(), StartError> {
         self.shutdown.cancel();
-        match self.task.take() {
-            Some(task) => task.await.expect("hookrelay task"),
-            None => Ok(()),
+        for task in std::mem::take(&mut self.tasks) {
+            task.await.expect("hookrelay task")?;
         }
+        Ok(())
     }
 }
 

@@ -110,8 +110,22 @@ pub async fn run(
     health.nats("nats", client.clone());
     let js = async_nats::jetstream::new(client.clone());
     let mut tasks = JoinSet::new();
-    // Children stop taking work when asked, but finish what they hold.
-    let work = shutdown.child_token();
+    let work = shutdown.clone();
+
+    // Served from the start, so an orchestrator sees "not ready" while NATS
+    // or Redis are still out of reach.
+    let started = health.flag("startup");
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(|e| StartError::Serve(e.to_string()))?;
+    tracing::info!(addr = %http_addr, role = role.name(), "admin HTTP listening (/healthz, /readyz, /metrics)");
+    let admin = tokio::spawn(hookrelay_core::health::serve(
+        listeners.http,
+        registry.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
 
     let Some(()) = retry_until(&shutdown, "create streams", || {
         hookrelay_core::nats::ensure_streams(&js, &config)
@@ -200,18 +214,7 @@ pub async fn run(
             .map_err(|e| e.to_string())
         });
     }
-    let http_addr = listeners
-        .http
-        .local_addr()
-        .map_err(|e| StartError::Serve(e.to_string()))?;
-    tracing::info!(addr = %http_addr, role = role.name(), "admin HTTP listening (/healthz, /readyz, /metrics)");
-    let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(hookrelay_core::health::serve(
-        listeners.http,
-        registry,
-        health,
-        admin_stop.clone(),
-    ));
+    started.set(true);
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new work, finishing what is in flight");
@@ -228,7 +231,6 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("grace period over, exiting with work unfinished (it will be redelivered)");
     }
-    admin_stop.cancel();
     let _ = admin.await;
     client.flush().await.ok();
     Ok(())

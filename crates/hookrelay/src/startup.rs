@@ -94,9 +94,13 @@ pub async fn grpc_router(
             .set_serving::<DeliveryLogsServer<LogService>>()
             .await;
     }
-    Ok(tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_optional_service(subscriptions.map(SubscriptionService::into_server))
-        .add_optional_service(logs.map(LogService::into_server)))
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(health).add_service(reflection);
+    if let Some(subscriptions) = subscriptions {
+        routes.add_service(subscriptions.into_server());
+    }
+    if let Some(logs) = logs {
+        routes.add_service(logs.into_server());
+    }
+    Ok(tonic::transport::Server::builder().add_routes(routes.routes()))
 }

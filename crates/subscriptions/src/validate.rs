@@ -244,6 +244,8 @@ mod tests {
         }
     }
 
+    type Edit = Box<dyn FnOnce(&mut pb::Subscription)>;
+
     fn refused(edit: impl FnOnce(&mut pb::Subscription)) -> ApiError {
         let mut sub = valid();
         edit(&mut sub);
@@ -260,7 +262,7 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let cases: Vec<(Box<dyn FnOnce(&mut pb::Subscription)>, &str)> = vec![
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|s| s.tenant = "a b".into()), "subscription.tenant"),
             (
                 Box::new(|s| s.url = "ftp://x/".into()),
@@ -339,7 +341,7 @@ mod tests {
 
     #[test]
     fn later_features_are_unimplemented_not_ignored() {
-        let cases: Vec<(Box<dyn FnOnce(&mut pb::Subscription)>, &str)> = vec![
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|s| {
                     s.retry_policy = Some(pb::RetryPolicy {

@@ -131,14 +131,8 @@ async fn successes_and_failures_are_listed_fetched_and_counted() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        by_event
-            .attempts
-            .iter()
-            .map(|a| a.id.clone())
-            .collect::<Vec<_>>(),
-        [failed.id.clone()]
-    );
+    let by_event: Vec<&str> = by_event.attempts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(by_event, [failed.id.as_str()]);
     let first_page = logs
         .list_attempts(pb::ListAttemptsRequest {
             tenant: "acme".into(),

@@ -4,6 +4,7 @@
 mod delivery;
 mod ingest;
 mod logs;
+mod roles;
 mod signature;
 mod subscriptions_api;
 
