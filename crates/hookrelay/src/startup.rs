@@ -79,10 +79,17 @@ pub async fn grpc_router(
     logs: Option<LogService>,
 ) -> Result<tonic::transport::server::Router, String> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hookrelay_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // v1 and v1alpha: older grpcurl and Postman builds speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hookrelay_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| format!("gRPC reflection: {e}"))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| format!("gRPC reflection: {e}"))?;
     if subscriptions.is_some() {
         reporter
@@ -95,7 +102,10 @@ pub async fn grpc_router(
             .await;
     }
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(health).add_service(reflection);
+    routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     if let Some(subscriptions) = subscriptions {
         routes.add_service(subscriptions.into_server());
     }
