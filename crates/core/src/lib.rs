@@ -11,6 +11,7 @@ pub mod index;
 pub mod names;
 pub mod nats;
 pub mod redis;
+pub mod retry;
 pub mod shutdown;
 pub mod signing;
 pub mod subscription;
