@@ -1,0 +1,88 @@
+//! `hookctl attempts list|get`.
+
+use std::io::Write;
+
+use anyhow::bail;
+use clap::Subcommand;
+use hookrelay_proto::v1 as pb;
+use hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient;
+
+use crate::connect::{channel, status};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum AttemptsCommand {
+    /// Attempts of a subscription, an event or a tenant, newest first.
+    List {
+        #[arg(long, group = "scope")]
+        subscription: Option<String>,
+        #[arg(long, group = "scope")]
+        event: Option<String>,
+        #[arg(long, group = "scope")]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// One attempt with its request and response.
+    Get { id: String },
+}
+
+pub async fn run(
+    server: &str,
+    json: bool,
+    command: AttemptsCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut client = DeliveryLogsClient::new(channel(server).await?);
+    match command {
+        AttemptsCommand::List {
+            subscription,
+            event,
+            tenant,
+            page_size,
+            page_token,
+        } => {
+            if subscription.is_none() && event.is_none() && tenant.is_none() {
+                bail!("say whose attempts: --subscription ID, --event ID or --tenant T");
+            }
+            let page = client
+                .list_attempts(pb::ListAttemptsRequest {
+                    subscription_id: subscription.unwrap_or_default(),
+                    event_id: event.unwrap_or_default(),
+                    tenant: tenant.unwrap_or_default(),
+                    page_size,
+                    page_token: page_token.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                let list: Vec<_> = page.attempts.iter().map(output::attempt_json).collect();
+                output::print_json(
+                    out,
+                    &serde_json::json!({"attempts": list, "next_page_token": page.next_page_token}),
+                )
+            } else {
+                output::attempts_table(out, &page.attempts)?;
+                if !page.next_page_token.is_empty() {
+                    writeln!(out, "more: --page-token {}", page.next_page_token)?;
+                }
+                Ok(())
+            }
+        }
+        AttemptsCommand::Get { id } => {
+            let attempt = client
+                .get_attempt(pb::GetAttemptRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                output::print_json(out, &output::attempt_json(&attempt))
+            } else {
+                output::attempt_details(out, &attempt)
+            }
+        }
+    }
+}

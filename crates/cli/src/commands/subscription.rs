@@ -1,0 +1,282 @@
+//! `hookctl subscription create|get|list|update|delete`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use hookrelay_proto::v1 as pb;
+use hookrelay_proto::v1::subscriptions_client::SubscriptionsClient;
+
+use super::key_value;
+use crate::connect::{channel, status};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Create a subscription; prints its secret once.
+    Create(CreateArgs),
+    /// Show one subscription.
+    Get { id: String },
+    /// List subscriptions, optionally of one tenant.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Change fields of a subscription (read, change, write with a revision check).
+    Update(UpdateArgs),
+    /// Delete a subscription.
+    Delete {
+        id: String,
+        /// Only if still at this revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Rule {
+    #[value(name = "any_2xx")]
+    Any2xx,
+    #[value(name = "status_200")]
+    Status200,
+}
+
+/// Fields settable on create and update.
+#[derive(Debug, Args)]
+pub struct Fields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Event type pattern: exact, `prefix.*` or `*` (repeatable).
+    #[arg(long = "event-type")]
+    pub event_types: Vec<String>,
+    /// Label scope `key=value` (repeatable).
+    #[arg(long = "label", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Extra request header `name=value` (repeatable).
+    #[arg(long = "header", value_parser = key_value)]
+    pub headers: Vec<(String, String)>,
+    #[arg(long, value_enum)]
+    pub success_rule: Option<Rule>,
+    /// Request timeout, e.g. `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub url: String,
+    #[command(flatten)]
+    pub fields: Fields,
+    /// Create it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub id: String,
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub fields: Fields,
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    #[arg(long)]
+    pub disable: bool,
+    /// Remove every label scope before adding `--label`s.
+    #[arg(long)]
+    pub clear_labels: bool,
+    /// Remove every header before adding `--header`s.
+    #[arg(long)]
+    pub clear_headers: bool,
+}
+
+fn apply(sub: &mut pb::Subscription, fields: Fields) {
+    if let Some(name) = fields.name {
+        sub.name = name;
+    }
+    if let Some(description) = fields.description {
+        sub.description = description;
+    }
+    if !fields.event_types.is_empty() {
+        sub.event_types = fields.event_types;
+    }
+    sub.label_filter.extend(fields.labels);
+    if !fields.headers.is_empty() {
+        let request = sub.request.get_or_insert_with(Default::default);
+        request.headers.extend(fields.headers);
+    }
+    if let Some(rule) = fields.success_rule {
+        sub.success_rule = match rule {
+            Rule::Any2xx => pb::SuccessRule::Any2xx,
+            Rule::Status200 => pb::SuccessRule::Status200,
+        } as i32;
+    }
+    if let Some(timeout) = fields.timeout {
+        sub.timeout = prost_types::Duration::try_from(timeout).ok();
+    }
+    if let Some(max) = fields.max_in_flight {
+        sub.max_in_flight = max;
+    }
+}
+
+pub async fn run(
+    server: &str,
+    json: bool,
+    command: SubscriptionCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut client = SubscriptionsClient::new(channel(server).await?);
+    match command {
+        SubscriptionCommand::Create(args) => {
+            let mut sub = pb::Subscription {
+                tenant: args.tenant,
+                url: args.url,
+                enabled: Some(!args.disabled),
+                label_filter: HashMap::new(),
+                ..Default::default()
+            };
+            apply(&mut sub, args.fields);
+            let created = client
+                .create_subscription(pb::CreateSubscriptionRequest {
+                    subscription: Some(sub),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let sub = created
+                .subscription
+                .context("server returned no subscription")?;
+            if json {
+                let mut value = output::subscription_json(&sub);
+                value["secret"] = created.secret.into();
+                output::print_json(out, &value)
+            } else {
+                output::subscription_table(out, &sub)?;
+                writeln!(out, "secret: {} (shown once, store it now)", created.secret)?;
+                Ok(())
+            }
+        }
+        SubscriptionCommand::Get { id } => {
+            let sub = client
+                .get_subscription(pb::GetSubscriptionRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(out, json, &sub)
+        }
+        SubscriptionCommand::List {
+            tenant,
+            page_size,
+            page_token,
+            all,
+        } => {
+            let mut subs = Vec::new();
+            let mut token = page_token.unwrap_or_default();
+            loop {
+                let page = client
+                    .list_subscriptions(pb::ListSubscriptionsRequest {
+                        tenant: tenant.clone().unwrap_or_default(),
+                        page_size,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                subs.extend(page.subscriptions);
+                token = page.next_page_token;
+                if !all || token.is_empty() {
+                    break;
+                }
+            }
+            if json {
+                let list: Vec<_> = subs.iter().map(output::subscription_json).collect();
+                output::print_json(
+                    out,
+                    &serde_json::json!({"subscriptions": list, "next_page_token": token}),
+                )
+            } else {
+                output::subscriptions_table(out, &subs)?;
+                if !token.is_empty() {
+                    writeln!(out, "more: --page-token {token} (or --all)")?;
+                }
+                Ok(())
+            }
+        }
+        SubscriptionCommand::Update(args) => {
+            let mut sub = client
+                .get_subscription(pb::GetSubscriptionRequest {
+                    id: args.id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let revision = sub.revision;
+            if let Some(url) = args.url {
+                sub.url = url;
+            }
+            if args.clear_labels {
+                sub.label_filter.clear();
+            }
+            if args.clear_headers {
+                if let Some(request) = sub.request.as_mut() {
+                    request.headers.clear();
+                }
+            }
+            if args.enable {
+                sub.enabled = Some(true);
+            }
+            if args.disable {
+                sub.enabled = Some(false);
+            }
+            apply(&mut sub, args.fields);
+            let updated = client
+                .update_subscription(pb::UpdateSubscriptionRequest {
+                    subscription: Some(sub),
+                    expected_revision: revision,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show(out, json, &updated)
+        }
+        SubscriptionCommand::Delete { id, revision } => {
+            client
+                .delete_subscription(pb::DeleteSubscriptionRequest {
+                    id: id.clone(),
+                    expected_revision: revision.unwrap_or(0),
+                })
+                .await
+                .map_err(status)?;
+            if json {
+                output::print_json(out, &serde_json::json!({"deleted": id}))
+            } else {
+                writeln!(out, "deleted {id}")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn show(out: &mut impl Write, json: bool, sub: &pb::Subscription) -> anyhow::Result<()> {
+    if json {
+        output::print_json(out, &output::subscription_json(sub))
+    } else {
+        output::subscription_table(out, sub)
+    }
+}

@@ -1,0 +1,144 @@
+//! hookctl: the admin CLI of hookrelay, over its gRPC API and NATS.
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod connect;
+pub mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Manage hookrelay subscriptions, read delivery logs, publish test events.
+#[derive(Debug, Parser)]
+#[command(name = "hookctl", version)]
+pub struct Cli {
+    /// hookrelay gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// NATS address, for `publish`.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_NATS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats: String,
+    /// The installation's prefix, for `publish`.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_PREFIX",
+        default_value = "hookrelay"
+    )]
+    pub prefix: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, read, list, change and delete subscriptions.
+    #[command(subcommand, alias = "sub")]
+    Subscription(commands::subscription::SubscriptionCommand),
+    /// Read delivery attempts.
+    #[command(subcommand)]
+    Attempts(commands::attempts::AttemptsCommand),
+    /// Publish an event to NATS, as a service would.
+    Publish(commands::publish::PublishArgs),
+}
+
+/// Runs one command, printing to stdout.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Subscription(command) => {
+            commands::subscription::run(&cli.server, cli.json, command, &mut out).await
+        }
+        Command::Attempts(command) => {
+            commands::attempts::run(&cli.server, cli.json, command, &mut out).await
+        }
+        Command::Publish(args) => {
+            commands::publish::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        let cli = Cli::try_parse_from([
+            "hookctl",
+            "subscription",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            "https://x.test/",
+            "--event-type",
+            "a.*",
+            "--label",
+            "course_id=42",
+            "--header",
+            "X-Team=lms",
+            "--success-rule",
+            "status_200",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Subscription(commands::subscription::SubscriptionCommand::Create(args)) =
+            cli.command
+        else {
+            panic!("not create");
+        };
+        assert_eq!(
+            args.fields.labels,
+            [("course_id".to_owned(), "42".to_owned())]
+        );
+        assert_eq!(args.fields.timeout, Some(std::time::Duration::from_secs(5)));
+        assert!(Cli::try_parse_from([
+            "hookctl",
+            "subscription",
+            "create",
+            "--tenant",
+            "a",
+            "--url",
+            "u",
+            "--label",
+            "nokey"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "hookctl",
+            "attempts",
+            "list",
+            "--subscription",
+            "s",
+            "--tenant",
+            "t"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "hookctl",
+            "--json",
+            "publish",
+            "acme",
+            "user.created",
+            "{}",
+            "--id",
+            "e1",
+        ])
+        .unwrap();
+        assert!(cli.json);
+    }
+}

@@ -1,0 +1,296 @@
+//! Tables for people, JSON for scripts.
+
+use std::io::Write;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+use hookrelay_proto::v1 as pb;
+use serde_json::{json, Value};
+
+fn time(at: &Option<prost_types::Timestamp>) -> Value {
+    at.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or("-").to_owned()
+}
+
+fn rule(rule: i32) -> &'static str {
+    match pb::SuccessRule::try_from(rule) {
+        Ok(pb::SuccessRule::Status200) => "status_200",
+        _ => "any_2xx",
+    }
+}
+
+pub fn subscription_json(sub: &pb::Subscription) -> Value {
+    let request = sub.request.clone().unwrap_or_default();
+    json!({
+        "id": sub.id,
+        "tenant": sub.tenant,
+        "name": sub.name,
+        "description": sub.description,
+        "url": sub.url,
+        "event_types": sub.event_types,
+        "label_filter": sub.label_filter,
+        "enabled": sub.enabled.unwrap_or(true),
+        "headers": request.headers,
+        "success_rule": rule(sub.success_rule),
+        "timeout": sub.timeout.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
+        "max_in_flight": sub.max_in_flight,
+        "created_at": time(&sub.created_at),
+        "updated_at": time(&sub.updated_at),
+        "revision": sub.revision,
+    })
+}
+
+pub fn attempt_json(a: &pb::Attempt) -> Value {
+    let headers = |h: &[pb::Header]| {
+        h.iter()
+            .map(|h| json!([h.name, h.value]))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "id": a.id,
+        "event_id": a.event_id,
+        "subscription_id": a.subscription_id,
+        "tenant": a.tenant,
+        "event_type": a.event_type,
+        "webhook_id": a.webhook_id,
+        "attempt": a.attempt,
+        "outcome": a.outcome,
+        "reason": a.reason,
+        "started_at": time(&a.started_at),
+        "duration_ms": a.duration_ms,
+        "next_attempt_at": time(&a.next_attempt_at),
+        "give_up_reason": (!a.give_up_reason.is_empty()).then_some(&a.give_up_reason),
+        "request": a.request.as_ref().map(|r| json!({
+            "method": r.method, "url": r.url, "headers": headers(&r.headers),
+            "body": String::from_utf8_lossy(&r.body),
+        })),
+        "response": a.response.as_ref().map(|r| json!({
+            "status": r.status, "headers": headers(&r.headers),
+            "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated,
+        })),
+    })
+}
+
+pub fn print_json(out: &mut impl Write, value: &Value) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    table
+}
+
+fn pairs(map: &std::collections::HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(", ")
+}
+
+/// One subscription, a field per row.
+pub fn subscription_table(out: &mut impl Write, sub: &pb::Subscription) -> anyhow::Result<()> {
+    let v = subscription_json(sub);
+    let mut t = table(&["FIELD", "VALUE"]);
+    let headers = sub
+        .request
+        .as_ref()
+        .map(|r| pairs(&r.headers))
+        .unwrap_or_default();
+    for (field, value) in [
+        ("id", sub.id.clone()),
+        ("tenant", sub.tenant.clone()),
+        ("name", sub.name.clone()),
+        ("description", sub.description.clone()),
+        ("url", sub.url.clone()),
+        ("event types", sub.event_types.join(", ")),
+        ("labels", pairs(&sub.label_filter)),
+        ("headers", headers),
+        ("enabled", sub.enabled.unwrap_or(true).to_string()),
+        ("success rule", rule(sub.success_rule).to_owned()),
+        (
+            "timeout",
+            v["timeout"].as_str().unwrap_or("default").to_owned(),
+        ),
+        (
+            "max in flight",
+            if sub.max_in_flight == 0 {
+                "default".into()
+            } else {
+                sub.max_in_flight.to_string()
+            },
+        ),
+        ("created", text(&v["created_at"])),
+        ("updated", text(&v["updated_at"])),
+        ("revision", sub.revision.to_string()),
+    ] {
+        t.add_row(vec![field.to_owned(), value]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+pub fn subscriptions_table(out: &mut impl Write, subs: &[pb::Subscription]) -> anyhow::Result<()> {
+    let mut t = table(&[
+        "ID",
+        "TENANT",
+        "NAME",
+        "URL",
+        "EVENT TYPES",
+        "ENABLED",
+        "REVISION",
+    ]);
+    for sub in subs {
+        t.add_row(vec![
+            sub.id.clone(),
+            sub.tenant.clone(),
+            sub.name.clone(),
+            sub.url.clone(),
+            sub.event_types.join(", "),
+            sub.enabled.unwrap_or(true).to_string(),
+            sub.revision.to_string(),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow::Result<()> {
+    let mut t = table(&[
+        "ID",
+        "STARTED",
+        "EVENT",
+        "SUBSCRIPTION",
+        "ATTEMPT",
+        "OUTCOME",
+        "STATUS",
+        "DURATION",
+        "REASON",
+    ]);
+    for a in attempts {
+        t.add_row(vec![
+            a.id.clone(),
+            text(&time(&a.started_at)),
+            a.event_id.clone(),
+            a.subscription_id.clone(),
+            a.attempt.to_string(),
+            a.outcome.clone(),
+            a.response
+                .as_ref()
+                .map_or("-".into(), |r| r.status.to_string()),
+            format!("{}ms", a.duration_ms),
+            a.reason.clone(),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+/// Everything about one attempt, request and response included.
+pub fn attempt_details(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<()> {
+    let v = attempt_json(a);
+    writeln!(
+        out,
+        "attempt      {} (#{} of event {} to {})",
+        a.id, a.attempt, a.event_id, a.subscription_id
+    )?;
+    writeln!(out, "outcome      {}: {}", a.outcome, a.reason)?;
+    writeln!(
+        out,
+        "started      {} ({} ms)",
+        text(&v["started_at"]),
+        a.duration_ms
+    )?;
+    if !a.give_up_reason.is_empty() {
+        writeln!(out, "gave up      {}", a.give_up_reason)?;
+    }
+    if a.next_attempt_at.is_some() {
+        writeln!(out, "next attempt {}", text(&v["next_attempt_at"]))?;
+    }
+    writeln!(out, "webhook-id   {}", a.webhook_id)?;
+    if let Some(r) = &a.request {
+        writeln!(out, "\n> {} {}", r.method, r.url)?;
+        for h in &r.headers {
+            writeln!(out, "> {}: {}", h.name, h.value)?;
+        }
+        writeln!(out, ">\n{}", String::from_utf8_lossy(&r.body))?;
+    }
+    match &a.response {
+        Some(r) => {
+            writeln!(out, "\n< {}", r.status)?;
+            for h in &r.headers {
+                writeln!(out, "< {}: {}", h.name, h.value)?;
+            }
+            let more = if r.body_truncated { " [truncated]" } else { "" };
+            writeln!(out, "<\n{}{more}", String::from_utf8_lossy(&r.body))?;
+        }
+        None => writeln!(out, "\n(no response)")?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> pb::Subscription {
+        pb::Subscription {
+            id: "sub_01".into(),
+            tenant: "acme".into(),
+            url: "https://example.test/h".into(),
+            event_types: vec!["user.*".into()],
+            label_filter: [("course_id".to_owned(), "42".to_owned())].into(),
+            enabled: Some(true),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            revision: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subscription_json_is_flat_and_readable() {
+        let v = subscription_json(&sample());
+        assert_eq!(v["id"], "sub_01");
+        assert_eq!(v["label_filter"]["course_id"], "42");
+        assert_eq!(v["created_at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(v["success_rule"], "any_2xx");
+        assert_eq!(v["revision"], 3);
+    }
+
+    #[test]
+    fn tables_show_the_fields() {
+        let mut out = Vec::new();
+        subscriptions_table(&mut out, &[sample()]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for expected in ["ID", "sub_01", "acme", "user.*", "https://example.test/h"] {
+            assert!(text.contains(expected), "{expected} missing in\n{text}");
+        }
+        let attempt = pb::Attempt {
+            id: "att_1".into(),
+            outcome: "http_5xx".into(),
+            reason: "status 500".into(),
+            response: Some(pb::HttpResponse {
+                status: 500,
+                body: b"down".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        attempt_details(&mut out, &attempt).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("outcome      http_5xx: status 500"), "{text}");
+        assert!(text.contains("< 500"), "{text}");
+    }
+}

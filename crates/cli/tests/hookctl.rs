@@ -1,0 +1,172 @@
+//! hookctl as a user runs it, against a real hookrelay.
+
+use std::time::Duration;
+
+use hookrelay_tests::support::{eventually, Receiver};
+use hookrelay_tests::Harness;
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn hookctl(hr: &Harness, args: &[&str]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .env("HOOKCTL_SERVER", hr.grpc_url())
+        .env("HOOKCTL_NATS", &hr.env.config.nats.url)
+        .env("HOOKCTL_PREFIX", &hr.env.config.prefix)
+        .args(args)
+        .output()
+        .await
+        .expect("run hookctl");
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn create_publish_and_see_the_attempt() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url("/hooks");
+    let created = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            &url,
+            "--event-type",
+            "user.*",
+            "--name",
+            "CRM",
+        ],
+    )
+    .await;
+    assert!(created.ok, "{}", created.stderr);
+    assert!(created.stdout.contains(&url), "{}", created.stdout);
+    let secret_line = created
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("secret: whsec_"));
+    assert!(secret_line.is_some(), "{}", created.stdout);
+
+    let listed = hookctl(&hr, &["--json", "subscription", "list", "--tenant", "acme"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON list");
+    let id = listed["subscriptions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(listed["subscriptions"][0]["name"], "CRM");
+
+    let published = hookctl(
+        &hr,
+        &[
+            "publish",
+            "acme",
+            "user.created",
+            r#"{"n":1}"#,
+            "--id",
+            "e-1",
+        ],
+    )
+    .await;
+    assert!(published.ok, "{}", published.stderr);
+    assert_eq!(
+        published.stdout.trim(),
+        "published acme/user.created as stream sequence 1"
+    );
+    let request = receiver
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    assert!(request.body_str().ends_with(r#""data":{"n":1}}"#));
+
+    let table = eventually(
+        "the attempt listed by hookctl",
+        Duration::from_secs(10),
+        || async {
+            let out = hookctl(&hr, &["attempts", "list", "--subscription", &id]).await;
+            out.stdout.contains("success").then_some(out.stdout)
+        },
+    )
+    .await;
+    assert!(table.contains("e-1") && table.contains("200"), "{table}");
+
+    let updated = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "update",
+            &id,
+            "--disable",
+            "--label",
+            "course_id=42",
+        ],
+    )
+    .await;
+    assert!(updated.ok, "{}", updated.stderr);
+    let got = hookctl(&hr, &["--json", "subscription", "get", &id]).await;
+    let got: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(got["enabled"], false);
+    assert_eq!(got["label_filter"]["course_id"], "42");
+
+    let deleted = hookctl(&hr, &["subscription", "delete", &id]).await;
+    assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));
+}
+
+#[tokio::test]
+async fn errors_are_one_clear_line() {
+    let hr = Harness::start().await;
+    let invalid = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            "ftp://x/",
+            "--event-type",
+            "*",
+        ],
+    )
+    .await;
+    assert!(!invalid.ok);
+    assert_eq!(
+        invalid.stderr.trim(),
+        r#"error: invalid argument: subscription.url: scheme "ftp" is not http or https"#
+    );
+    let missing = hookctl(
+        &hr,
+        &["subscription", "get", "sub_01JAAAAAAAAAAAAAAAAAAAAAAA"],
+    )
+    .await;
+    assert_eq!(
+        missing.stderr.trim(),
+        "error: not found: subscription sub_01JAAAAAAAAAAAAAAAAAAAAAAA not found"
+    );
+    let not_object = hookctl(&hr, &["publish", "acme", "user.created", "[1]"]).await;
+    assert!(
+        not_object.stderr.contains("data must be a JSON object"),
+        "{}",
+        not_object.stderr
+    );
+
+    let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .args(["--server", "http://127.0.0.1:1", "subscription", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.starts_with("error: cannot reach hookrelay at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
