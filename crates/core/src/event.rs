@@ -69,6 +69,8 @@ pub struct Arrival<'a> {
     /// The `Nats-Msg-Id` header, if any.
     pub msg_id: Option<&'a str>,
     pub seq: u64,
+    /// When the EVENTS stream stored it: the same on every redelivery, so a
+    /// redelivered event renders the same request.
     pub received_at: DateTime<Utc>,
 }
 
@@ -130,7 +132,15 @@ impl Event {
                 })
             }
             Some(id) => id,
-            None => format!("evt_{}", ulid::Ulid::new()),
+            // Derived from where the stream stored it, so a redelivery keeps
+            // the id, and with it the dedup ids and `webhook-id`s.
+            None => format!(
+                "evt_{}",
+                ulid::Ulid::from_parts(
+                    arrival.received_at.timestamp_millis() as u64,
+                    arrival.seq as u128
+                )
+            ),
         };
         let entity_id = match entity_id {
             None | Some(serde_json::Value::Null) => None,

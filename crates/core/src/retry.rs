@@ -33,7 +33,11 @@ pub enum RetryPolicy {
         /// Attempts in all, the first included; unlimited if absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_attempts: Option<u32>,
-        #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
         max_age: Option<Duration>,
         #[serde(default)]
         jitter: f64,
@@ -60,10 +64,18 @@ pub fn default_policy() -> RetryPolicy {
     const MIN: u64 = 60;
     const HOUR: u64 = 60 * MIN;
     RetryPolicy::Schedule {
-        delays: [5, 5 * MIN, 30 * MIN, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect(),
+        delays: [
+            5,
+            5 * MIN,
+            30 * MIN,
+            2 * HOUR,
+            5 * HOUR,
+            10 * HOUR,
+            10 * HOUR,
+        ]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect(),
         jitter: 0.2,
     }
 }
@@ -80,7 +92,13 @@ impl RetryPolicy {
     /// After failed attempt number `attempt` (1 for the first) of a delivery
     /// whose first attempt was `age` ago: the delay before the next one, or
     /// `GiveUp::Exhausted`. `retention` bounds `until_success`.
-    pub fn next(&self, attempt: u32, age: Duration, retention: Duration, rng: &mut impl Rng) -> Next {
+    pub fn next(
+        &self,
+        attempt: u32,
+        age: Duration,
+        retention: Duration,
+        rng: &mut impl Rng,
+    ) -> Next {
         let exhausted = Next::GiveUp(GiveUp::Exhausted);
         match self {
             RetryPolicy::None => Next::GiveUp(GiveUp::NoRetry),
@@ -169,7 +187,10 @@ impl RetryPolicy {
                     return Err(("cap", "must be at least initial".into()));
                 }
                 if max_attempts.is_none() && max_age.is_none() {
-                    return Err(("max_attempts", "set max_attempts or max_age (or use until_success)".into()));
+                    return Err((
+                        "max_attempts",
+                        "set max_attempts or max_age (or use until_success)".into(),
+                    ));
                 }
                 if *max_attempts == Some(0) {
                     return Err(("max_attempts", "must be positive".into()));
@@ -238,10 +259,16 @@ mod duration_list {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(delays: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(delays.iter().map(|d| humantime::format_duration(*d).to_string()))
+        serializer.collect_seq(
+            delays
+                .iter()
+                .map(|d| humantime::format_duration(*d).to_string()),
+        )
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
         Vec::<String>::deserialize(deserializer)?
             .iter()
             .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
@@ -282,7 +309,10 @@ mod tests {
     #[test]
     fn seed_000_retries_five_times_within_two_minutes() {
         let policy = RetryPolicy::Schedule {
-            delays: [10, 20, 30, 30, 30].into_iter().map(Duration::from_secs).collect(),
+            delays: [10, 20, 30, 30, 30]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
             jitter: 0.0,
         };
         let (delays, reason) = schedule(&policy, 7 * 24 * HOUR);
@@ -312,10 +342,15 @@ mod tests {
         for seed in 0..50 {
             let mut rng = StdRng::seed_from_u64(seed);
             for (i, nominal) in nominal.iter().enumerate() {
-                let Next::RetryIn(delay) = default_policy().next(i as u32 + 1, Duration::ZERO, HOUR, &mut rng) else {
+                let Next::RetryIn(delay) =
+                    default_policy().next(i as u32 + 1, Duration::ZERO, HOUR, &mut rng)
+                else {
                     panic!("retry {i} missing");
                 };
-                assert!(delay >= nominal.mul_f64(0.8) && delay <= nominal.mul_f64(1.2), "{delay:?} vs {nominal:?}");
+                assert!(
+                    delay >= nominal.mul_f64(0.8) && delay <= nominal.mul_f64(1.2),
+                    "{delay:?} vs {nominal:?}"
+                );
             }
             assert_eq!(
                 default_policy().next(8, Duration::ZERO, HOUR, &mut rng),
@@ -345,7 +380,10 @@ mod tests {
             max_age: Some(Duration::from_secs(20)),
             jitter: 0.0,
         };
-        assert_eq!(schedule(&by_age, HOUR).0, [1, 2, 4, 8].map(Duration::from_secs));
+        assert_eq!(
+            schedule(&by_age, HOUR).0,
+            [1, 2, 4, 8].map(Duration::from_secs)
+        );
     }
 
     #[test]
@@ -355,7 +393,10 @@ mod tests {
             cap: MIN,
         };
         let (delays, reason) = schedule(&policy, 24 * HOUR);
-        assert_eq!(&delays[..7], &[1, 2, 4, 8, 16, 32, 60].map(Duration::from_secs));
+        assert_eq!(
+            &delays[..7],
+            &[1, 2, 4, 8, 16, 32, 60].map(Duration::from_secs)
+        );
         assert!(delays.len() > 1400, "{}", delays.len());
         assert!(delays.iter().sum::<Duration>() < 24 * HOUR);
         assert_eq!(reason, GiveUp::Exhausted);
@@ -372,9 +413,18 @@ mod tests {
     #[test]
     fn retry_after_is_clamped_to_one_to_two_times() {
         let scheduled = Duration::from_secs(10);
-        assert_eq!(clamp_retry_after(scheduled, Some(Duration::from_secs(1))), scheduled);
-        assert_eq!(clamp_retry_after(scheduled, Some(Duration::from_secs(15))), Duration::from_secs(15));
-        assert_eq!(clamp_retry_after(scheduled, Some(HOUR)), Duration::from_secs(20));
+        assert_eq!(
+            clamp_retry_after(scheduled, Some(Duration::from_secs(1))),
+            scheduled
+        );
+        assert_eq!(
+            clamp_retry_after(scheduled, Some(Duration::from_secs(15))),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            clamp_retry_after(scheduled, Some(HOUR)),
+            Duration::from_secs(20)
+        );
         assert_eq!(clamp_retry_after(scheduled, None), scheduled);
     }
 
@@ -390,10 +440,16 @@ mod tests {
     fn policies_round_trip_as_json_and_validate() {
         let policy = default_policy();
         let json = serde_json::to_string(&policy).unwrap();
-        assert_eq!(json, r#"{"kind":"schedule","delays":["5s","5m","30m","2h","5h","10h","10h"],"jitter":0.2}"#);
+        assert_eq!(
+            json,
+            r#"{"kind":"schedule","delays":["5s","5m","30m","2h","5h","10h","10h"],"jitter":0.2}"#
+        );
         assert_eq!(serde_json::from_str::<RetryPolicy>(&json).unwrap(), policy);
         policy.validate().unwrap();
-        let bad = RetryPolicy::Interval { every: HOUR, for_: MIN };
+        let bad = RetryPolicy::Interval {
+            every: HOUR,
+            for_: MIN,
+        };
         assert_eq!(bad.validate().unwrap_err().0, "for");
     }
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind, Message};
+use async_nats::jetstream::{self, consumer::pull, kv, AckKind, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::Utc;
@@ -21,6 +21,7 @@ use hookrelay_core::delivery::{AttemptRecord, DeliveryTask, GiveUp, Outcome, Rec
 use hookrelay_core::health::Flag;
 use hookrelay_core::index::SubscriptionIndex;
 use hookrelay_core::signing::webhook_id;
+use hookrelay_core::subscription::Subscription;
 use hookrelay_core::Config;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,7 @@ pub struct Dispatcher {
     config: Arc<Config>,
     js: jetstream::Context,
     index: Arc<SubscriptionIndex>,
+    bucket: kv::Store,
     sender: Sender,
     metrics: Metrics,
     ready: Flag,
@@ -52,6 +54,7 @@ impl Dispatcher {
         config: Arc<Config>,
         js: jetstream::Context,
         index: Arc<SubscriptionIndex>,
+        bucket: kv::Store,
         sender: Sender,
         metrics: Metrics,
         ready: Flag,
@@ -61,6 +64,7 @@ impl Dispatcher {
             config,
             js,
             index,
+            bucket,
             sender,
             metrics,
             ready,
@@ -157,7 +161,16 @@ impl Dispatcher {
             }
         };
         let received_at = task.event.received_at;
-        let subscription = self.index.get(&task.subscription_id).filter(|s| s.enabled);
+        let subscription = match self.subscription(&task.subscription_id).await {
+            Ok(subscription) => subscription.filter(|s| s.enabled),
+            Err(error) => {
+                tracing::warn!(subscription = %task.subscription_id, %error, "cannot read subscription; retrying the task");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        };
         let Some(subscription) = subscription else {
             self.limits.forget(&task.subscription_id);
             let result = SendResult {
@@ -248,6 +261,26 @@ impl Dispatcher {
         }
         let record = self.record(&task, request, &result, started_at, received_at, give_up);
         self.finish(message, record).await;
+    }
+
+    /// The subscription from the index, or, when this process's index has not
+    /// caught up with a subscription another process just created, from KV.
+    async fn subscription(&self, id: &str) -> Result<Option<Arc<Subscription>>, kv::EntryError> {
+        if let Some(subscription) = self.index.get(id) {
+            return Ok(Some(subscription));
+        }
+        let Some(entry) = self.bucket.entry(id).await? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        Ok(serde_json::from_slice::<Subscription>(&entry.value)
+            .ok()
+            .map(|mut subscription| {
+                subscription.revision = entry.revision;
+                Arc::new(subscription)
+            }))
     }
 
     fn record(

@@ -163,6 +163,7 @@ pub async fn run(
             config.clone(),
             js.clone(),
             index.clone(),
+            bucket.clone(),
             hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes)?,
             hookrelay_dispatcher::Metrics::register(&registry)?,
             health.flag("dispatcher"),

@@ -129,9 +129,11 @@ impl Ingestor {
     async fn process(&self, messages: Vec<Message>) -> Result<(), IngestError> {
         let names = self.config.names();
         let mut pending: Vec<(usize, String, PublishAckFuture)> = Vec::new();
-        let received_at = Utc::now();
         for (i, message) in messages.iter().enumerate() {
-            let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+            let (seq, received_at) = message
+                .info()
+                .map(|info| (info.stream_sequence, info.published))
+                .unwrap_or_else(|_| (0, Utc::now()));
             let msg_id = message
                 .headers
                 .as_ref()
