@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::health::Flag;
 
 /// A NATS or JetStream operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub enum NatsError {
     Stream { name: String, message: String },
     #[error("cannot open KV bucket {name}: {message}")]
     Bucket { name: String, message: String },
+    #[error("consumer {name}: {message}")]
+    Consumer { name: String, message: String },
 }
 
 /// Connects, retrying in the background if the server is down at start:
@@ -123,4 +128,79 @@ pub async fn delete_streams(js: &jetstream::Context, config: &Config) {
     for name in config.names().streams() {
         let _ = js.delete_stream(&name).await;
     }
+}
+
+/// A durable pull consumer of one of hookrelay's streams.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: String,
+    pub durable: String,
+    pub filter: String,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+    /// Messages pulled per request.
+    pub batch: usize,
+}
+
+/// Creates the streams and the consumer if missing, then opens its message
+/// stream (batched pulls with heartbeats, so a dead server is noticed).
+pub async fn pull_messages(
+    js: &jetstream::Context,
+    config: &Config,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::pull::Stream, NatsError> {
+    use jetstream::consumer::{pull, AckPolicy, Consumer};
+    let err = |e: &dyn std::fmt::Display| NatsError::Consumer {
+        name: spec.durable.clone(),
+        message: e.to_string(),
+    };
+    ensure_streams(js, config).await?;
+    let stream = js.get_stream(&spec.stream).await.map_err(|e| err(&e))?;
+    let consumer: Consumer<pull::Config> = stream
+        .get_or_create_consumer(
+            &spec.durable,
+            pull::Config {
+                durable_name: Some(spec.durable.clone()),
+                filter_subject: spec.filter.clone(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: spec.ack_wait,
+                max_ack_pending: spec.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(&e))?;
+    consumer
+        .stream()
+        .max_messages_per_batch(spec.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| err(&e))
+}
+
+/// Runs `consume` until `shutdown`, starting it again a second after it
+/// fails (a NATS restart, a deleted stream), with `ready` down meanwhile.
+pub async fn supervise<F, Fut, E>(
+    what: &str,
+    shutdown: &CancellationToken,
+    ready: &Flag,
+    mut consume: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    while !shutdown.is_cancelled() {
+        if let Err(error) = consume().await {
+            ready.set(false);
+            tracing::warn!(%error, "{what} failed, starting it again");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    ready.set(false);
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind, Message};
+use async_nats::jetstream::{self, kv, AckKind, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::Utc;
@@ -20,6 +20,7 @@ use futures::StreamExt;
 use hookrelay_core::delivery::{AttemptRecord, DeliveryTask, GiveUp, Outcome, RecordedRequest};
 use hookrelay_core::health::Flag;
 use hookrelay_core::index::SubscriptionIndex;
+use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::signing::webhook_id;
 use hookrelay_core::subscription::Subscription;
 use hookrelay_core::Config;
@@ -77,18 +78,20 @@ impl Dispatcher {
     /// within the grace period.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         self.index.wait_loaded().await;
+        let names = self.config.names();
+        let spec = ConsumerSpec {
+            stream: names.deliveries_stream(),
+            durable: names.consumer("dispatcher"),
+            filter: names.deliveries_filter(),
+            ack_wait: self.config.dispatcher.ack_wait,
+            max_ack_pending: (self.config.dispatcher.concurrency * 2) as i64,
+            batch: self.config.dispatcher.fetch_batch,
+        };
         let tracker = TaskTracker::new();
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.consume(&tracker, &shutdown).await {
-                self.ready.set(false);
-                tracing::warn!(%error, "dispatcher consumer failed, recreating it");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-        self.ready.set(false);
+        supervise("delivery consumer", &shutdown, &self.ready, || {
+            self.consume(&spec, &tracker, &shutdown)
+        })
+        .await;
         tracker.close();
         let grace = self.config.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -101,40 +104,11 @@ impl Dispatcher {
 
     async fn consume(
         self: &Arc<Self>,
+        spec: &ConsumerSpec,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
-        let names = self.config.names();
-        hookrelay_core::nats::ensure_streams(&self.js, &self.config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stream = self
-            .js
-            .get_stream(names.deliveries_stream())
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &names.consumer("dispatcher"),
-                pull::Config {
-                    durable_name: Some(names.consumer("dispatcher")),
-                    filter_subject: names.deliveries_filter(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.dispatcher.ack_wait,
-                    max_ack_pending: (self.config.dispatcher.concurrency * 2) as i64,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.config.dispatcher.fetch_batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), NatsError> {
+        let mut messages = pull_messages(&self.js, &self.config, spec).await?;
         self.ready.set(true);
         loop {
             let next = tokio::select! {
@@ -146,7 +120,12 @@ impl Dispatcher {
                     tracker.spawn(self.clone().deliver(message));
                 }
                 Some(Err(error)) => tracing::warn!(%error, "delivery pull failed"),
-                None => return Err("message stream ended".into()),
+                None => {
+                    return Err(NatsError::Consumer {
+                        name: spec.durable.clone(),
+                        message: "message stream ended".into(),
+                    })
+                }
             }
         }
     }

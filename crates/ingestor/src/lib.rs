@@ -9,7 +9,7 @@ pub mod metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, context::PublishAckFuture, Message};
+use async_nats::jetstream::{self, context::PublishAckFuture, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::Utc;
@@ -18,6 +18,7 @@ use hookrelay_core::delivery::DeliveryTask;
 use hookrelay_core::event::{Arrival, Event, EventError};
 use hookrelay_core::health::Flag;
 use hookrelay_core::index::SubscriptionIndex;
+use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec};
 use hookrelay_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +32,10 @@ pub const DLQ_SUBJECT_HEADER: &str = "Hookrelay-Dlq-Subject";
 /// Why the ingestor could not process a batch; the batch is redelivered.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("consumer on {stream}: {message}")]
-    Consumer { stream: String, message: String },
+    #[error(transparent)]
+    Consumer(#[from] hookrelay_core::nats::NatsError),
+    #[error("the event stream ended")]
+    Ended,
     #[error("publishing to {subject}: {message}")]
     Publish { subject: String, message: String },
 }
@@ -51,58 +54,29 @@ impl Ingestor {
     /// streams) after NATS failures.
     pub async fn run(self, shutdown: CancellationToken) {
         self.index.wait_loaded().await;
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.consume(&shutdown).await {
-                self.ready.set(false);
-                tracing::warn!(%error, "ingestor consumer failed, recreating it");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-        self.ready.set(false);
+        let names = self.config.names();
+        let spec = ConsumerSpec {
+            stream: names.events_stream(),
+            durable: names.consumer("ingestor"),
+            filter: names.events_filter(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 20_000,
+            batch: self.config.ingestor.fetch_batch,
+        };
+        supervise("event consumer", &shutdown, &self.ready, || {
+            self.consume(&spec, &shutdown)
+        })
+        .await;
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), IngestError> {
-        let names = self.config.names();
-        let stream_name = names.events_stream();
-        let err = |e: &dyn std::fmt::Display| IngestError::Consumer {
-            stream: stream_name.clone(),
-            message: e.to_string(),
-        };
-        hookrelay_core::nats::ensure_streams(&self.js, &self.config)
-            .await
-            .map_err(|e| err(&e))?;
-        let stream = self
-            .js
-            .get_stream(&stream_name)
-            .await
-            .map_err(|e| err(&e))?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &names.consumer("ingestor"),
-                pull::Config {
-                    durable_name: Some(names.consumer("ingestor")),
-                    filter_subject: names.events_filter(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| err(&e))?;
-        let batch = self.config.ingestor.fetch_batch;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| err(&e))?
-            .ready_chunks(batch);
+    async fn consume(
+        &self,
+        spec: &ConsumerSpec,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IngestError> {
+        let mut messages = pull_messages(&self.js, &self.config, spec)
+            .await?
+            .ready_chunks(spec.batch);
         self.ready.set(true);
         loop {
             let chunk = tokio::select! {
@@ -110,7 +84,7 @@ impl Ingestor {
                 chunk = messages.next() => chunk,
             };
             let Some(chunk) = chunk else {
-                return Err(err(&"message stream ended"));
+                return Err(IngestError::Ended);
             };
             let mut ok = Vec::with_capacity(chunk.len());
             for message in chunk {

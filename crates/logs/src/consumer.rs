@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind};
+use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use hookrelay_core::delivery::AttemptRecord;
 use hookrelay_core::health::Flag;
+use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -25,53 +26,29 @@ pub struct AttemptConsumer {
 impl AttemptConsumer {
     /// Consumes until `shutdown`, recreating the consumer after failures.
     pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.consume(&shutdown).await {
-                self.ready.set(false);
-                tracing::warn!(%error, "attempt consumer failed, recreating it");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-        self.ready.set(false);
+        let names = self.config.names();
+        let spec = ConsumerSpec {
+            stream: names.attempts_stream(),
+            durable: names.consumer("logs"),
+            filter: names.attempts_filter(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 20_000,
+            batch: 500,
+        };
+        supervise("attempt consumer", &shutdown, &self.ready, || {
+            self.consume(&spec, &shutdown)
+        })
+        .await;
     }
 
-    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), String> {
-        let names = self.config.names();
-        hookrelay_core::nats::ensure_streams(&self.js, &self.config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stream = self
-            .js
-            .get_stream(names.attempts_stream())
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &names.consumer("logs"),
-                pull::Config {
-                    durable_name: Some(names.consumer("logs")),
-                    filter_subject: names.attempts_filter(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let batch = 500;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?
-            .ready_chunks(batch);
+    async fn consume(
+        &self,
+        spec: &ConsumerSpec,
+        shutdown: &CancellationToken,
+    ) -> Result<(), NatsError> {
+        let mut messages = pull_messages(&self.js, &self.config, spec)
+            .await?
+            .ready_chunks(spec.batch);
         self.ready.set(true);
         loop {
             let chunk = tokio::select! {
@@ -79,7 +56,10 @@ impl AttemptConsumer {
                 chunk = messages.next() => chunk,
             };
             let Some(chunk) = chunk else {
-                return Err("message stream ended".into());
+                return Err(NatsError::Consumer {
+                    name: spec.durable.clone(),
+                    message: "message stream ended".into(),
+                });
             };
             let messages: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
             let mut records = Vec::with_capacity(messages.len());

@@ -1,6 +1,7 @@
 //! The `hookrelay.v1.DeliveryLogs` gRPC service.
 
 use hookrelay_core::delivery::AttemptRecord;
+use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::delivery_logs_server::{DeliveryLogs, DeliveryLogsServer};
 use tonic::{Request, Response, Status};
@@ -30,13 +31,6 @@ impl From<IndexError> for Status {
     fn from(error: IndexError) -> Self {
         tracing::error!(%error, "attempt index unavailable");
         Status::unavailable(error.to_string())
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -3,6 +3,7 @@
 use chrono::Utc;
 use hookrelay_core::signing::generate_secret;
 use hookrelay_core::subscription::{StoredSecret, Subscription};
+use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
 use tonic::{Request, Response, Status};
@@ -45,13 +46,6 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.max_in_flight = spec.max_in_flight;
 }
 
-fn timestamp(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// The API view of a stored subscription (secrets never leave here).
 pub fn to_proto(sub: &Subscription) -> pb::Subscription {
     use hookrelay_core::subscription::SuccessRule;
@@ -85,6 +79,18 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
         updated_at: Some(timestamp(sub.updated_at)),
         revision: sub.revision,
     }
+}
+
+/// A stale `expected` (0 skips the check) is refused before any write.
+fn check_revision(sub: &Subscription, expected: u64) -> Result<(), ApiError> {
+    if expected != 0 && expected != sub.revision {
+        return Err(ApiError::StaleRevision {
+            id: sub.id.clone(),
+            expected,
+            current: sub.revision,
+        });
+    }
+    Ok(())
 }
 
 fn required(sub: Option<pb::Subscription>) -> Result<pb::Subscription, ApiError> {
@@ -181,14 +187,7 @@ impl Subscriptions for SubscriptionService {
         let request = request.into_inner();
         let input = required(request.subscription)?;
         let mut sub = self.store.get(&input.id).await?;
-        if request.expected_revision != 0 && request.expected_revision != sub.revision {
-            return Err(ApiError::StaleRevision {
-                id: sub.id,
-                expected: request.expected_revision,
-                current: sub.revision,
-            }
-            .into());
-        }
+        check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
         let revision = sub.revision;
         apply(&mut sub, spec);
@@ -204,14 +203,7 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let request = request.into_inner();
         let sub = self.store.get(&request.id).await?;
-        if request.expected_revision != 0 && request.expected_revision != sub.revision {
-            return Err(ApiError::StaleRevision {
-                id: sub.id,
-                expected: request.expected_revision,
-                current: sub.revision,
-            }
-            .into());
-        }
+        check_revision(&sub, request.expected_revision)?;
         self.store.delete(&sub.id, sub.revision).await?;
         tracing::info!(subscription = %sub.id, "subscription deleted");
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
