@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn default_schedule_has_seven_retries_within_twenty_percent() {
-        let nominal = [5 * 1, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs);
+        let nominal = [5, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs);
         for seed in 0..50 {
             let mut rng = StdRng::seed_from_u64(seed);
             for (i, nominal) in nominal.iter().enumerate() {
