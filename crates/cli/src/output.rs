@@ -186,7 +186,11 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
             a.response
                 .as_ref()
                 .map_or("-".into(), |r| r.status.to_string()),
-            format!("{}ms", a.duration_ms),
+            if a.duration_ms == 0 {
+                "<1ms".into()
+            } else {
+                format!("{}ms", a.duration_ms)
+            },
             a.reason.clone(),
         ]);
     }
