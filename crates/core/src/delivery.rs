@@ -12,6 +12,9 @@ pub struct DeliveryTask {
     pub subscription_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// When attempt 1 was made; absent on attempt 1 itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<DateTime<Utc>>,
     pub event: Event,
 }
 

@@ -172,6 +172,30 @@ impl Event {
         })
     }
 
+    /// The event stored at `seq` of the EVENTS stream under `subject`, as
+    /// the ingestor reads it and as retries read it again.
+    pub fn from_stored(
+        names: &crate::Names,
+        subject: &str,
+        msg_id: Option<&str>,
+        payload: &[u8],
+        seq: u64,
+        stored_at: DateTime<Utc>,
+        max_bytes: usize,
+    ) -> Result<Event, EventError> {
+        let (tenant, event_type) = names
+            .parse_event_subject(subject)
+            .ok_or_else(|| EventError::Subject(subject.to_owned()))?;
+        let arrival = Arrival {
+            tenant,
+            event_type,
+            msg_id,
+            seq,
+            received_at: stored_at,
+        };
+        Event::parse(arrival, payload, max_bytes)
+    }
+
     /// When the event happened: the publisher's `occurred_at`, else arrival.
     pub fn timestamp(&self) -> String {
         match &self.occurred_at {

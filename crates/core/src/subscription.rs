@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+use crate::retry::RetryPolicy;
 use crate::signing::{SecretError, SigningKey};
 
 /// What counts as a delivered request.
@@ -78,6 +79,9 @@ pub struct Subscription {
     /// In-flight limit; the dispatcher default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// How failures are retried; the default schedule when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
     pub secrets: Vec<StoredSecret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -2,40 +2,65 @@
 //! by its `max_in_flight`, so a slow receiver holds only its own permits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+struct Limit {
+    size: u32,
+    semaphore: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
 /// Semaphores by subscription id.
 #[derive(Default)]
 pub struct InFlightLimits {
-    semaphores: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    limits: Mutex<HashMap<String, Limit>>,
 }
 
 impl InFlightLimits {
-    /// Waits for a permit of `subscription_id`, whose limit is `limit`. A
+    /// Waits for a permit of `subscription_id`, whose limit is `size`. A
     /// changed limit takes effect for permits taken after the change.
-    pub async fn acquire(&self, subscription_id: &str, limit: u32) -> OwnedSemaphorePermit {
-        let semaphore = {
-            let mut map = self.semaphores.lock().expect("limits lock");
-            match map.get(subscription_id) {
-                Some((current, semaphore)) if *current == limit => semaphore.clone(),
-                _ => {
-                    let semaphore = Arc::new(Semaphore::new(limit as usize));
-                    map.insert(subscription_id.to_owned(), (limit, semaphore.clone()));
-                    semaphore
-                }
-            }
+    pub async fn acquire(&self, subscription_id: &str, size: u32) -> OwnedSemaphorePermit {
+        let (semaphore, waiting) = {
+            let mut map = self.limits.lock().expect("limits lock");
+            let limit = map
+                .entry(subscription_id.to_owned())
+                .and_modify(|limit| {
+                    if limit.size != size {
+                        limit.size = size;
+                        limit.semaphore = Arc::new(Semaphore::new(size as usize));
+                    }
+                })
+                .or_insert_with(|| Limit {
+                    size,
+                    semaphore: Arc::new(Semaphore::new(size as usize)),
+                    waiting: Arc::default(),
+                });
+            (limit.semaphore.clone(), limit.waiting.clone())
         };
-        semaphore
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = semaphore
             .acquire_owned()
             .await
-            .expect("limit semaphores are never closed")
+            .expect("limit semaphores are never closed");
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        permit
+    }
+
+    /// Tasks of `subscription_id` waiting for a permit now.
+    pub fn waiting(&self, subscription_id: &str) -> usize {
+        self.limits
+            .lock()
+            .expect("limits lock")
+            .get(subscription_id)
+            .map_or(0, |limit| limit.waiting.load(Ordering::Relaxed))
     }
 
     /// Forgets a deleted subscription.
     pub fn forget(&self, subscription_id: &str) {
-        self.semaphores
+        self.limits
             .lock()
             .expect("limits lock")
             .remove(subscription_id);
@@ -49,16 +74,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_subscription_does_not_block_another() {
-        let limits = InFlightLimits::default();
+        let limits = Arc::new(InFlightLimits::default());
         let _held = limits.acquire("slow", 1).await;
-        let blocked =
-            tokio::time::timeout(Duration::from_millis(20), limits.acquire("slow", 1)).await;
-        assert!(
-            blocked.is_err(),
-            "the second permit of a limit-1 subscription must wait"
-        );
+        let waiter = {
+            let limits = limits.clone();
+            tokio::spawn(async move { limits.acquire("slow", 1).await })
+        };
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while limits.waiting("slow") != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the second permit of a limit-1 subscription waits");
+        assert!(!waiter.is_finished());
         let other =
-            tokio::time::timeout(Duration::from_millis(20), limits.acquire("fast", 1)).await;
+            tokio::time::timeout(Duration::from_millis(100), limits.acquire("fast", 1)).await;
         assert!(other.is_ok());
+        assert_eq!(limits.waiting("fast"), 0);
     }
 }

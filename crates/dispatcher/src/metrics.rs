@@ -1,6 +1,6 @@
 //! Dispatcher process metrics, registered on the registry passed in.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -8,23 +8,60 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Requests sent, by outcome.
     pub requests: IntCounterVec,
+    /// Retries stored in the schedule.
+    pub retries_scheduled: IntCounter,
+    /// Tasks of saturated subscriptions parked in the schedule.
+    pub parked: IntCounter,
+    /// Deliveries given up, by reason.
+    pub given_up: IntCounterVec,
+    /// Entries in the retry schedule (due later, or claimed).
+    pub retries_pending: IntGauge,
+    /// How overdue the oldest scheduled retry is.
+    pub oldest_retry_age: Gauge,
 }
 
 impl Metrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let in_flight = IntGauge::new("hookrelay_dispatcher_in_flight", "HTTP requests in flight")?;
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "hookrelay_dispatcher_requests_total",
-                "HTTP requests sent, by outcome",
-            ),
-            &["outcome"],
-        )?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        Ok(Self {
-            in_flight,
-            requests,
-        })
+        let metrics = Self {
+            in_flight: IntGauge::new("hookrelay_dispatcher_in_flight", "HTTP requests in flight")?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "hookrelay_dispatcher_requests_total",
+                    "HTTP requests sent, by outcome",
+                ),
+                &["outcome"],
+            )?,
+            retries_scheduled: IntCounter::new(
+                "hookrelay_retries_scheduled_total",
+                "Failed deliveries scheduled for another attempt",
+            )?,
+            parked: IntCounter::new(
+                "hookrelay_deliveries_parked_total",
+                "Tasks of subscriptions at their in-flight limit parked in the schedule",
+            )?,
+            given_up: IntCounterVec::new(
+                Opts::new(
+                    "hookrelay_deliveries_given_up_total",
+                    "Deliveries given up, by reason",
+                ),
+                &["reason"],
+            )?,
+            retries_pending: IntGauge::new(
+                "hookrelay_retries_pending",
+                "Entries in the retry schedule",
+            )?,
+            oldest_retry_age: Gauge::new(
+                "hookrelay_retry_oldest_overdue_seconds",
+                "How long the oldest due retry has waited past its due time",
+            )?,
+        };
+        registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.retries_scheduled.clone()))?;
+        registry.register(Box::new(metrics.parked.clone()))?;
+        registry.register(Box::new(metrics.given_up.clone()))?;
+        registry.register(Box::new(metrics.retries_pending.clone()))?;
+        registry.register(Box::new(metrics.oldest_retry_age.clone()))?;
+        Ok(metrics)
     }
 }

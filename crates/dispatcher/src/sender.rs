@@ -30,6 +30,19 @@ pub struct SendResult {
     pub retry_after: Option<Duration>,
 }
 
+impl SendResult {
+    /// A result without a response: the request was never sent or answered.
+    pub fn without_response(outcome: Outcome, reason: &str) -> Self {
+        Self {
+            outcome,
+            reason: reason.to_owned(),
+            response: None,
+            duration: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+}
+
 /// One shared connection pool for every delivery.
 #[derive(Clone)]
 pub struct Sender {

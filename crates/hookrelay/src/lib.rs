@@ -11,7 +11,7 @@ use std::time::Duration;
 use hookrelay_core::health::Health;
 use hookrelay_core::index::SubscriptionIndex;
 use hookrelay_core::Config;
-use hookrelay_dispatcher::Dispatcher;
+use hookrelay_dispatcher::{Dispatcher, RetrySchedule};
 use hookrelay_ingestor::Ingestor;
 use hookrelay_logs::{AttemptConsumer, AttemptIndex, LogService};
 use hookrelay_subscriptions::{Store, SubscriptionService};
@@ -158,20 +158,7 @@ pub async fn run(
         };
         tasks.spawn(ingestor.run(work.clone()));
     }
-    if role.runs(Role::Dispatcher) {
-        let dispatcher = Dispatcher::new(
-            config.clone(),
-            js.clone(),
-            index.clone(),
-            bucket.clone(),
-            hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes)?,
-            hookrelay_dispatcher::Metrics::register(&registry)?,
-            health.flag("dispatcher"),
-        );
-        tasks.spawn(dispatcher.run(work.clone()));
-    }
-    let mut attempt_index = None;
-    if role.runs(Role::Logs) {
+    let redis = if role.runs(Role::Dispatcher) || role.runs(Role::Logs) {
         let Some(redis) = retry_until(&shutdown, "connect to Redis", || {
             hookrelay_core::redis::connect(&config)
         })
@@ -180,6 +167,27 @@ pub async fn run(
             return Ok(());
         };
         startup::watch_redis(&health, redis.clone(), work.clone(), &mut tasks);
+        Some(redis)
+    } else {
+        None
+    };
+    if let (true, Some(redis)) = (role.runs(Role::Dispatcher), &redis) {
+        let dispatcher = Dispatcher::new(hookrelay_dispatcher::Parts {
+            config: config.clone(),
+            js: js.clone(),
+            index: index.clone(),
+            bucket: bucket.clone(),
+            schedule: RetrySchedule::new(&config.names(), redis.clone()),
+            sender: hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes)?,
+            metrics: hookrelay_dispatcher::Metrics::register(&registry)?,
+            ready: health.flag("dispatcher"),
+            scheduler_ready: health.flag("retry scheduler"),
+        });
+        tasks.spawn(dispatcher.clone().run_scheduler(work.clone()));
+        tasks.spawn(dispatcher.run(work.clone()));
+    }
+    let mut attempt_index = None;
+    if let (true, Some(redis)) = (role.runs(Role::Logs), redis) {
         let index = AttemptIndex::new(config.names(), redis, config.logs.retention);
         let consumer = AttemptConsumer {
             config: config.clone(),

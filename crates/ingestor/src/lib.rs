@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use hookrelay_core::delivery::DeliveryTask;
-use hookrelay_core::event::{Arrival, Event, EventError};
+use hookrelay_core::event::Event;
 use hookrelay_core::health::Flag;
 use hookrelay_core::index::SubscriptionIndex;
 use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec};
@@ -113,20 +113,15 @@ impl Ingestor {
                 .as_ref()
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|v| v.as_str());
-            let parsed = match names.parse_event_subject(&message.subject) {
-                Some((tenant, event_type)) => Event::parse(
-                    Arrival {
-                        tenant,
-                        event_type,
-                        msg_id,
-                        seq,
-                        received_at,
-                    },
-                    &message.payload,
-                    self.config.limits.max_event_bytes,
-                ),
-                None => Err(EventError::Subject(message.subject.to_string())),
-            };
+            let parsed = Event::from_stored(
+                &names,
+                &message.subject,
+                msg_id,
+                &message.payload,
+                seq,
+                received_at,
+                self.config.limits.max_event_bytes,
+            );
             match parsed {
                 Ok(event) => {
                     self.metrics
@@ -145,6 +140,7 @@ impl Ingestor {
                     let mut task = DeliveryTask {
                         subscription_id: String::new(),
                         attempt: 1,
+                        first_attempt_at: None,
                         event,
                     };
                     for subscription in matches {

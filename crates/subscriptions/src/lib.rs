@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod retry_policy;
 pub mod service;
 pub mod store;
 pub mod validate;

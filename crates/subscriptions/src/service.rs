@@ -44,6 +44,7 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.success_rule = spec.success_rule;
     sub.timeout = spec.timeout;
     sub.max_in_flight = spec.max_in_flight;
+    sub.retry_policy = spec.retry_policy;
 }
 
 /// The API view of a stored subscription (secrets never leave here).
@@ -69,7 +70,7 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
             SuccessRule::Any2xx => pb::SuccessRule::Any2xx,
             SuccessRule::Status200 => pb::SuccessRule::Status200,
         } as i32,
-        retry_policy: None,
+        retry_policy: sub.retry_policy.as_ref().map(crate::retry_policy::to_proto),
         batch: None,
         timeout: sub
             .timeout
@@ -127,6 +128,7 @@ impl Subscriptions for SubscriptionService {
             success_rule: Default::default(),
             timeout: None,
             max_in_flight: None,
+            retry_policy: None,
             secrets: vec![StoredSecret {
                 secret: secret.clone(),
                 created_at: now,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookrelay_core::event::check_token_path;
+use hookrelay_core::retry::RetryPolicy;
 use hookrelay_core::subscription::{check_header, check_pattern, SuccessRule};
 use hookrelay_proto::v1 as pb;
 
@@ -24,6 +25,7 @@ pub struct Spec {
     pub success_rule: SuccessRule,
     pub timeout: Option<Duration>,
     pub max_in_flight: Option<u32>,
+    pub retry_policy: Option<RetryPolicy>,
 }
 
 const MAX_URL: usize = 2048;
@@ -89,16 +91,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
             ))
         }
     };
-    if sub
-        .retry_policy
-        .as_ref()
-        .is_some_and(|r| r.policy.is_some())
-    {
-        return Err(ApiError::unimplemented(
-            f("retry_policy"),
-            "retries are not available yet: a failed delivery is recorded, not retried",
-        ));
-    }
+    let retry_policy = crate::retry_policy::from_proto(sub.retry_policy.as_ref())?;
     if sub
         .batch
         .as_ref()
@@ -141,6 +134,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         success_rule,
         timeout,
         max_in_flight,
+        retry_policy,
     })
 }
 
@@ -342,14 +336,6 @@ mod tests {
     #[test]
     fn later_features_are_unimplemented_not_ignored() {
         let cases: Vec<(Edit, &str)> = vec![
-            (
-                Box::new(|s| {
-                    s.retry_policy = Some(pb::RetryPolicy {
-                        policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
-                    })
-                }),
-                "subscription.retry_policy",
-            ),
             (
                 Box::new(|s| {
                     s.batch = Some(pb::BatchSpec {

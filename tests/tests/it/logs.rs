@@ -50,6 +50,9 @@ async fn successes_and_failures_are_listed_fetched_and_counted() {
     let hr = Harness::start_with(env, hookrelay::Role::All).await;
     let receiver = Receiver::start().await;
     let mut sub = subscription("acme", &receiver.url("/hook"), &["order.*"]);
+    sub.retry_policy = Some(pb::RetryPolicy {
+        policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
+    });
     sub.request = Some(pb::RequestSpec {
         headers: [("Authorization".to_owned(), "Bearer s3cr3t".to_owned())].into(),
         ..Default::default()

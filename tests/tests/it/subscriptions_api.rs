@@ -34,9 +34,17 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             "subscription.request.headers[\"Webhook-Signature\"]: \"Webhook-Signature\" is set by hookrelay",
         ),
         (
-            pb::Subscription { retry_policy: Some(pb::RetryPolicy { policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})) }), ..ok() },
-            Code::Unimplemented,
-            "subscription.retry_policy",
+            pb::Subscription {
+                retry_policy: Some(pb::RetryPolicy {
+                    policy: Some(pb::retry_policy::Policy::Interval(pb::IntervalRetry {
+                        every: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+                        r#for: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+                    })),
+                }),
+                ..ok()
+            },
+            Code::InvalidArgument,
+            "subscription.retry_policy.interval.for: must be at least every",
         ),
         (
             pb::Subscription { request: Some(pb::RequestSpec { envelope: pb::Envelope::EntityEvent as i32, ..Default::default() }), ..ok() },

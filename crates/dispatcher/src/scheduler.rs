@@ -1,0 +1,203 @@
+//! The retry scheduler: claims due entries from Redis in batches, reads
+//! their events back from the EVENTS stream, re-publishes them to
+//! DELIVERIES, and removes them only after the publish ack. Safe to run in
+//! every dispatcher replica: claims are atomic, and a lease that expires
+//! (a replica died mid-publish) returns its entries to the schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::event::Event;
+use tokio_util::sync::CancellationToken;
+
+use crate::schedule::{Claimed, RetryEntry};
+use crate::Dispatcher;
+
+/// Entries claimed per round.
+const BATCH: usize = 500;
+/// How long claimed entries stay reserved for this replica.
+const LEASE: Duration = Duration::from_secs(30);
+/// Pause between rounds when nothing is due.
+const IDLE: Duration = Duration::from_millis(50);
+
+impl Dispatcher {
+    /// Moves due retries back into DELIVERIES until `shutdown`.
+    pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_cancelled() {
+            let pause = match self.schedule.claim(Utc::now(), LEASE, BATCH).await {
+                Ok(claimed) => {
+                    self.scheduler_ready.set(true);
+                    let full = claimed.len() == BATCH;
+                    if !claimed.is_empty() {
+                        self.republish(claimed).await;
+                    }
+                    if full {
+                        Duration::ZERO
+                    } else {
+                        IDLE
+                    }
+                }
+                Err(error) => {
+                    if self.scheduler_ready.get() {
+                        tracing::warn!(%error, "retry schedule unreachable");
+                    }
+                    self.scheduler_ready.set(false);
+                    Duration::from_secs(1)
+                }
+            };
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                last_stats = tokio::time::Instant::now();
+                if let Ok((pending, oldest)) = self.schedule.stats().await {
+                    self.metrics.retries_pending.set(pending as i64);
+                    let age = oldest.map_or(0.0, |due| {
+                        (Utc::now().timestamp_millis() - due).max(0) as f64 / 1000.0
+                    });
+                    self.metrics.oldest_retry_age.set(age);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.scheduler_ready.set(false);
+    }
+
+    async fn republish(&self, claimed: Vec<Claimed>) {
+        let names = self.config.names();
+        let events = match self.js.get_stream(names.events_stream()).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                // The leases expire and the entries come back.
+                tracing::warn!(%error, "cannot open the events stream for retries");
+                return;
+            }
+        };
+        let lookups = futures::stream::iter(claimed)
+            .map(|claimed| {
+                let events = &events;
+                async move {
+                    let entry = RetryEntry::parse(&claimed.member);
+                    let message = match &entry {
+                        Some(entry) => Some(events.get_raw_message(entry.seq).await),
+                        None => None,
+                    };
+                    (claimed, entry, message)
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(lookups.len());
+        let mut done: Vec<String> = Vec::new();
+        for (claimed, entry, message) in lookups {
+            let (Some(entry), Some(message)) = (entry, message) else {
+                tracing::error!(member = %claimed.member, "unreadable retry entry dropped");
+                done.push(claimed.member);
+                continue;
+            };
+            let stored = match message {
+                Ok(stored) => stored,
+                Err(error)
+                    if error.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                {
+                    self.event_gone(&claimed, &entry).await;
+                    done.push(claimed.member);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(seq = entry.seq, %error, "cannot read a retried event; its lease will expire");
+                    continue;
+                }
+            };
+            let msg_id = stored
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned());
+            let event = Event::from_stored(
+                &names,
+                &stored.subject,
+                msg_id.as_deref(),
+                &stored.payload,
+                stored.sequence,
+                stored.time,
+                usize::MAX,
+            );
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::error!(seq = entry.seq, %error, "a retried event no longer parses; dropped");
+                    done.push(claimed.member);
+                    continue;
+                }
+            };
+            let task = DeliveryTask {
+                subscription_id: entry.subscription_id.clone(),
+                attempt: entry.attempt,
+                first_attempt_at: (entry.first_attempt_ms > 0)
+                    .then(|| DateTime::from_timestamp_millis(entry.first_attempt_ms))
+                    .flatten(),
+                event,
+            };
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(Bytes::from(
+                    serde_json::to_vec(&task).expect("tasks serialize"),
+                ))
+                .message_id(format!("r:{}:{}", claimed.member, claimed.due_ms));
+            match self
+                .js
+                .send_publish(names.delivery_subject(&task.event.tenant), publish)
+                .await
+            {
+                Ok(ack) => pending.push((claimed.member, ack)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot re-publish a retry; its lease will expire")
+                }
+            }
+        }
+        for (member, ack) in pending {
+            match ack.await {
+                Ok(_) => done.push(member),
+                Err(error) => {
+                    tracing::warn!(%error, "retry publish not acknowledged; its lease will expire")
+                }
+            }
+        }
+        if let Err(error) = self.schedule.release(&done).await {
+            // Released later by lease expiry: the tasks are published twice,
+            // and JetStream's dedup window drops the second.
+            tracing::warn!(%error, "cannot release re-published retries");
+        }
+    }
+
+    /// The event of a retry is no longer retained: the delivery ends here.
+    async fn event_gone(&self, claimed: &Claimed, entry: &RetryEntry) {
+        tracing::error!(
+            seq = entry.seq,
+            subscription = %entry.subscription_id,
+            attempt = entry.attempt,
+            "retried event no longer in the events stream; giving up"
+        );
+        self.metrics
+            .given_up
+            .with_label_values(&["exhausted"])
+            .inc();
+        let reason = format!(
+            "gave up (exhausted) before attempt {}: event {} is no longer retained",
+            entry.attempt, entry.seq
+        );
+        let _ = self
+            .publish_dlq(
+                claimed.member.as_bytes(),
+                &reason,
+                &format!("gone:{}", claimed.member),
+            )
+            .await;
+    }
+}
