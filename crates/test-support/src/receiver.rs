@@ -67,11 +67,15 @@ impl Reply {
     }
 }
 
+/// Chooses a reply from the request and every earlier request.
+pub type Responder = Box<dyn Fn(&Recorded, &[Recorded]) -> Reply + Send>;
+
 #[derive(Default)]
 struct Inner {
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    responder: Option<Responder>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -132,6 +136,14 @@ impl Receiver {
         self.shared.inner.lock().unwrap().default = Some(reply);
     }
 
+    /// Answers by `responder` once the script is used up (before the default).
+    pub fn respond_with(
+        &self,
+        responder: impl Fn(&Recorded, &[Recorded]) -> Reply + Send + 'static,
+    ) {
+        self.shared.inner.lock().unwrap().responder = Some(Box::new(responder));
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.inner.lock().unwrap().requests.clone()
     }
@@ -184,20 +196,28 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .unwrap_or_default();
     let reply = {
         let mut inner = shared.inner.lock().unwrap();
-        inner.requests.push(Recorded {
+        let recorded = Recorded {
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
             body,
-        });
+        };
         inner.in_flight += 1;
         inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
-        inner
+        let reply = inner
             .script
             .pop_front()
+            .or_else(|| {
+                inner
+                    .responder
+                    .as_ref()
+                    .map(|r| r(&recorded, &inner.requests))
+            })
             .or_else(|| inner.default.clone())
-            .unwrap_or_else(|| Reply::status(200))
+            .unwrap_or_else(|| Reply::status(200));
+        inner.requests.push(recorded);
+        reply
     };
     shared.arrived.notify_waiters();
     if !reply.delay.is_zero() {

@@ -5,6 +5,7 @@ mod delivery;
 mod deploy;
 mod ingest;
 mod logs;
+mod retries;
 mod roles;
 mod signature;
 mod subscriptions_api;
