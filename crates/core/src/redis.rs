@@ -20,8 +20,15 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, RedisError> {
         source,
     };
     let client = redis::Client::open(config.redis.url.as_str()).map_err(err)?;
+    // The default backoff multiplies by 100 per try (1 s, 100 s, …): after a
+    // Redis restart every command would wait minutes for the reconnect.
+    // Retry every 1-2 s instead; once the tries run out, the next command
+    // starts another round.
     let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(std::time::Duration::from_secs(5))
+        .set_factor(2)
+        .set_max_delay(2000)
+        .set_number_of_retries(10)
+        .set_connection_timeout(std::time::Duration::from_secs(2))
         .set_response_timeout(std::time::Duration::from_secs(5));
     ConnectionManager::new_with_config(client, manager_config)
         .await

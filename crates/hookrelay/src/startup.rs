@@ -62,10 +62,10 @@ pub fn watch_redis(
             .await;
             let up = matches!(ping, Ok(Ok(_)));
             if up != flag.get() {
-                if up {
-                    tracing::info!("redis reachable again");
-                } else {
-                    tracing::warn!("redis unreachable");
+                match ping {
+                    Ok(Ok(_)) => tracing::info!("redis reachable again"),
+                    Ok(Err(error)) => tracing::warn!(%error, "redis unreachable"),
+                    Err(_) => tracing::warn!("redis unreachable: no answer to PING within 2s"),
                 }
             }
             flag.set(up);

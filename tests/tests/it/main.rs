@@ -4,6 +4,7 @@
 mod delivery;
 mod deploy;
 mod ingest;
+mod isolation;
 mod logs;
 mod retries;
 mod roles;

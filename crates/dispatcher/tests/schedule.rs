@@ -1,0 +1,81 @@
+//! The retry schedule against the real Redis: due entries are claimed once,
+//! an expired lease returns them, release forgets them.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookrelay_dispatcher::schedule::{RetryEntry, RetrySchedule};
+use hookrelay_test_support::TestEnv;
+
+fn entry(seq: u64) -> RetryEntry {
+    RetryEntry {
+        seq,
+        subscription_id: "sub_01M81XPFFYY02KPEC83Y1VZ5T7".into(),
+        attempt: 2,
+        first_attempt_ms: 1_700_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn due_entries_are_claimed_once_and_come_back_when_the_lease_expires() {
+    let env = TestEnv::new();
+    let redis = hookrelay_core::redis::connect(&env.config).await.unwrap();
+    let schedule = RetrySchedule::new(&env.config.names(), redis);
+    let now = Utc::now();
+    schedule
+        .add(&entry(1), now - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    schedule.add(&entry(2), now).await.unwrap();
+    schedule
+        .add(&entry(3), now + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    // Adding again moves the entry instead of duplicating it.
+    schedule
+        .add(&entry(2), now - chrono::Duration::seconds(2))
+        .await
+        .unwrap();
+    assert_eq!(schedule.stats().await.unwrap().0, 3);
+
+    let lease = Duration::from_secs(30);
+    let claimed = schedule.claim(now, lease, 10).await.unwrap();
+    let members: Vec<_> = claimed
+        .iter()
+        .map(|c| RetryEntry::parse(&c.member).unwrap().seq)
+        .collect();
+    assert_eq!(members, [2, 1], "oldest due first");
+    assert_eq!(
+        claimed[0].due_ms,
+        (now - chrono::Duration::seconds(2)).timestamp_millis()
+    );
+    assert!(
+        schedule.claim(now, lease, 10).await.unwrap().is_empty(),
+        "claimed entries are leased"
+    );
+    assert_eq!(
+        schedule.stats().await.unwrap().0,
+        3,
+        "leased entries still count as pending"
+    );
+
+    // A replica that died holding the lease: after it expires the entries return.
+    let later = now + chrono::Duration::seconds(31);
+    let reclaimed = schedule.claim(later, lease, 1).await.unwrap();
+    assert_eq!(reclaimed.len(), 1, "at most the limit");
+    let rest = schedule.claim(later, lease, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+
+    let all: Vec<String> = reclaimed
+        .into_iter()
+        .chain(rest)
+        .map(|c| c.member)
+        .collect();
+    schedule.release(&all).await.unwrap();
+    let (pending, oldest) = schedule.stats().await.unwrap();
+    assert_eq!(pending, 1);
+    assert_eq!(
+        oldest,
+        Some((now + chrono::Duration::hours(1)).timestamp_millis())
+    );
+}

@@ -1,0 +1,247 @@
+//! At least once across crashes: the dispatcher killed with SIGKILL
+//! mid-load, and Redis killed and restarted (AOF on) mid-load. Every event
+//! reaches the receiver, retries keep one `webhook-id`.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hookrelay::Role;
+use hookrelay_proto::v1 as pb;
+use hookrelay_test_support::{eventually, Receiver, Recorded, Reply, TestEnv};
+use hookrelay_tests::Harness;
+use tokio::process::{Child, Command};
+
+const EVENTS: usize = 200;
+
+/// Fails the first request of every `webhook-id`, accepts the rest.
+fn fail_first_attempt(receiver: &Receiver) {
+    receiver.respond_with(|request: &Recorded, earlier: &[Recorded]| {
+        let id = request.header("webhook-id");
+        let seen = earlier.iter().any(|r| r.header("webhook-id") == id);
+        if seen {
+            Reply::status(200).delay(Duration::from_millis(5))
+        } else {
+            Reply::status(500).delay(Duration::from_millis(5))
+        }
+    });
+}
+
+fn flaky_subscription(url: String) -> pb::Subscription {
+    pb::Subscription {
+        tenant: "acme".into(),
+        url,
+        event_types: vec!["*".into()],
+        retry_policy: Some(pb::RetryPolicy {
+            policy: Some(pb::retry_policy::Policy::Exponential(
+                pb::ExponentialRetry {
+                    initial: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 300_000_000,
+                    }),
+                    factor: 1.5,
+                    cap: Some(prost_types::Duration {
+                        seconds: 2,
+                        nanos: 0,
+                    }),
+                    max_attempts: 1000,
+                    max_age: None,
+                    jitter: 0.0,
+                },
+            )),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn publish_all(hr: &Harness) {
+    for n in 0..EVENTS {
+        hr.publish(
+            "acme",
+            "job.done",
+            format!(r#"{{"id":"e-{n}","data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// Event numbers that got a 200 (a second request with their `webhook-id`),
+/// checking every attempt of one event carried the same `webhook-id`.
+fn delivered(receiver: &Receiver) -> usize {
+    let mut by_event: HashMap<u64, Vec<String>> = HashMap::new();
+    for request in receiver.requests() {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let n = body["data"]["n"].as_u64().unwrap();
+        by_event
+            .entry(n)
+            .or_default()
+            .push(request.header("webhook-id").unwrap().to_owned());
+    }
+    for ids in by_event.values() {
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "one webhook-id per event: {ids:?}"
+        );
+    }
+    by_event.values().filter(|ids| ids.len() >= 2).count()
+}
+
+fn dispatcher_process(env: &TestEnv) -> Child {
+    let config = &env.config;
+    Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .arg("dispatcher")
+        .env("HOOKRELAY_PREFIX", &config.prefix)
+        .env("HOOKRELAY_NATS__URL", &config.nats.url)
+        .env("HOOKRELAY_REDIS__URL", &config.redis.url)
+        .env("HOOKRELAY_SERVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("HOOKRELAY_DISPATCHER__DEFAULT_TIMEOUT", "1s")
+        .env("HOOKRELAY_DISPATCHER__ACK_WAIT", "3s")
+        .env("HOOKRELAY_TELEMETRY__LEVEL", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the hookrelay dispatcher")
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_load_loses_nothing() {
+    let mut env = TestEnv::new();
+    env.config.dispatcher.default_timeout = Duration::from_secs(1);
+    env.config.dispatcher.ack_wait = Duration::from_secs(3);
+    let mut first = dispatcher_process(&env);
+    let hr = Harness::start_roles(env, &[Role::Subscriptions, Role::Ingestor, Role::Logs]).await;
+    let receiver = Receiver::start().await;
+    fail_first_attempt(&receiver);
+    hr.create(flaky_subscription(receiver.url("/jobs"))).await;
+    publish_all(&hr).await;
+
+    // Mid-load: first attempts failing, retries pending in Redis.
+    eventually("the load under way", Duration::from_secs(20), || async {
+        (receiver.requests().len() >= EVENTS / 2).then_some(())
+    })
+    .await;
+    first.start_kill().expect("SIGKILL the dispatcher");
+    first.wait().await.unwrap();
+    let killed_at = receiver.requests().len();
+    assert!(
+        delivered(&receiver) < EVENTS,
+        "the kill came mid-load ({killed_at} requests)"
+    );
+
+    let _second = dispatcher_process(&hr.env);
+    eventually("every event delivered", Duration::from_secs(60), || async {
+        (delivered(&receiver) == EVENTS).then_some(())
+    })
+    .await;
+}
+
+/// A redis-server of the test's own, with AOF on, that can be killed.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("hookrelay-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("redis-server up", Duration::from_secs(10), || async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
+        })
+        .await;
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn ready(hr: &Harness) -> bool {
+    let url = format!("http://{}/readyz", hr.http_addr);
+    matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success())
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_mid_load_loses_nothing() {
+    let mut redis = OwnRedis::start().await;
+    let mut env = TestEnv::new();
+    env.config.redis.url = redis.url();
+    let hr = Harness::start_with(env, Role::All).await;
+    let receiver = Receiver::start().await;
+    fail_first_attempt(&receiver);
+    hr.create(flaky_subscription(receiver.url("/jobs"))).await;
+    publish_all(&hr).await;
+
+    eventually("the load under way", Duration::from_secs(20), || async {
+        (receiver.requests().len() >= EVENTS / 2).then_some(())
+    })
+    .await;
+    redis.kill().await;
+    eventually(
+        "not ready while Redis is down",
+        Duration::from_secs(10),
+        || async { (!ready(&hr).await).then_some(()) },
+    )
+    .await;
+    redis.spawn().await;
+    eventually("ready again", Duration::from_secs(20), || async {
+        ready(&hr).await.then_some(())
+    })
+    .await;
+    eventually("every event delivered", Duration::from_secs(60), || async {
+        (delivered(&receiver) == EVENTS).then_some(())
+    })
+    .await;
+}
