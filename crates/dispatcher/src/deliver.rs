@@ -90,10 +90,12 @@ impl Dispatcher {
             Ok(request) => {
                 let recorded = recorded(&request);
                 self.metrics.in_flight.inc();
-                let result = self
+                // A request may outlast the ack wait (timeouts go up to 5 min):
+                // keep the task ours meanwhile, or it would be sent twice.
+                let send = self
                     .sender
-                    .send(request, timeout, subscription.success_rule)
-                    .await;
+                    .send(request, timeout, subscription.success_rule);
+                let result = with_progress(&message, self.config.dispatcher.ack_wait, send).await;
                 self.metrics.in_flight.dec();
                 (Some(recorded), result)
             }

@@ -20,17 +20,20 @@ use crate::Dispatcher;
 
 /// Entries claimed per round.
 const BATCH: usize = 500;
-/// How long claimed entries stay reserved for this replica.
-const LEASE: Duration = Duration::from_secs(30);
+/// Shortest time claimed entries stay reserved for this replica.
+const MIN_LEASE: Duration = Duration::from_secs(30);
 /// Pause between rounds when nothing is due.
 const IDLE: Duration = Duration::from_millis(50);
 
 impl Dispatcher {
     /// Moves due retries back into DELIVERIES until `shutdown`.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
+        // Longer than any request may take, so a claimed retry is never
+        // handed to another replica while this one may still act on it.
+        let lease = MIN_LEASE.max(self.config.dispatcher.ack_wait);
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
-            let pause = match self.schedule.claim(Utc::now(), LEASE, BATCH).await {
+            let pause = match self.schedule.claim(Utc::now(), lease, BATCH).await {
                 Ok(claimed) => {
                     self.scheduler_ready.set(true);
                     let full = claimed.len() == BATCH;

@@ -271,3 +271,28 @@ async fn shutdown_finishes_in_flight_deliveries() {
     let pending = deliveries.info().await.unwrap().state.messages;
     assert_eq!(pending, 0, "the delivery task was acked");
 }
+
+#[tokio::test]
+async fn a_request_slower_than_the_ack_wait_is_sent_once() {
+    let mut env = TestEnv::new();
+    env.config.dispatcher.default_timeout = Duration::from_millis(500);
+    env.config.dispatcher.ack_wait = Duration::from_secs(1);
+    let hr = Harness::start_with(env, hookrelay::Role::All).await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(200).delay(Duration::from_millis(2500)));
+    let mut sub = subscription("acme", &receiver.url("/slow"), &["*"]);
+    sub.timeout = Some(prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    let (sub, _) = hr.create(sub).await;
+    hr.publish("acme", "report.ready", br#"{"data":{}}"#).await;
+    let attempts = crate::logs::wait_attempts(&hr, &sub.id, 1).await;
+    assert_eq!(attempts[0].outcome, "success");
+    assert!(attempts[0].duration_ms >= 2500);
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "not redelivered while in flight"
+    );
+}
