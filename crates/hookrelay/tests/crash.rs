@@ -245,3 +245,87 @@ async fn redis_killed_and_restarted_mid_load_loses_nothing() {
     })
     .await;
 }
+
+/// A nats-server of the test's own, with JetStream on disk, that can be killed.
+struct OwnNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnNats {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("hookrelay-nats-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nats = Self { port, dir, child: None };
+        nats.spawn().await;
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let server = ["nats-server", "/usr/sbin/nats-server"]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok())
+            .expect("nats-server on PATH (scripts/services.sh installs it)");
+        let child = Command::new(server)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("nats-server up", Duration::from_secs(10), || async {
+            async_nats::connect(&url).await.ok().map(drop)
+        })
+        .await;
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn nats_killed_and_restarted_mid_load_loses_nothing() {
+    let mut nats = OwnNats::start().await;
+    let mut env = TestEnv::new();
+    env.config.nats.url = nats.url();
+    let hr = Harness::start_with(env, Role::All).await;
+    let receiver = Receiver::start().await;
+    fail_first_attempt(&receiver);
+    hr.create(flaky_subscription(receiver.url("/jobs"))).await;
+    publish_all(&hr).await;
+
+    eventually("the load under way", Duration::from_secs(20), || async {
+        (receiver.requests().len() >= EVENTS / 2).then_some(())
+    })
+    .await;
+    nats.kill().await;
+    eventually("not ready while NATS is down", Duration::from_secs(10), || async {
+        (!ready(&hr).await).then_some(())
+    })
+    .await;
+    nats.spawn().await;
+    eventually("ready again", Duration::from_secs(30), || async { ready(&hr).await.then_some(()) }).await;
+    eventually("every event delivered", Duration::from_secs(60), || async {
+        (delivered(&receiver) == EVENTS).then_some(())
+    })
+    .await;
+}
