@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod connect;
 pub mod output;
+pub mod retry;
 
 use clap::{Parser, Subcommand};
 

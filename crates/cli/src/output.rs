@@ -38,6 +38,7 @@ pub fn subscription_json(sub: &pb::Subscription) -> Value {
         "enabled": sub.enabled.unwrap_or(true),
         "headers": request.headers,
         "success_rule": rule(sub.success_rule),
+        "retry": crate::retry::describe(&sub.retry_policy),
         "timeout": sub.timeout.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
         "max_in_flight": sub.max_in_flight,
         "created_at": time(&sub.created_at),
@@ -116,6 +117,7 @@ pub fn subscription_table(out: &mut impl Write, sub: &pb::Subscription) -> anyho
         ("headers", headers),
         ("enabled", sub.enabled.unwrap_or(true).to_string()),
         ("success rule", rule(sub.success_rule).to_owned()),
+        ("retry", crate::retry::describe(&sub.retry_policy)),
         (
             "timeout",
             v["timeout"].as_str().unwrap_or("default").to_owned(),

@@ -107,6 +107,8 @@ async fn create_publish_and_see_the_attempt() {
             "--disable",
             "--label",
             "course_id=42",
+            "--retry",
+            "interval=1h,3days",
         ],
     )
     .await;
@@ -115,6 +117,12 @@ async fn create_publish_and_see_the_attempt() {
     let got: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
     assert_eq!(got["enabled"], false);
     assert_eq!(got["label_filter"]["course_id"], "42");
+    assert_eq!(got["retry"], "interval=1h,3days");
+    let bad = hookctl(&hr, &["subscription", "update", &id, "--retry", "interval=1h,1m"]).await;
+    assert_eq!(
+        bad.stderr.trim(),
+        "error: invalid argument: subscription.retry_policy.interval.for: must be at least every"
+    );
 
     let deleted = hookctl(&hr, &["subscription", "delete", &id]).await;
     assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));

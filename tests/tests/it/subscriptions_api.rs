@@ -97,6 +97,7 @@ async fn get_update_delete_with_revisions() {
     let mut changed = fetched.clone();
     changed.url = "https://example.test/b".into();
     changed.enabled = Some(false);
+    changed.retry_policy = crate::retries::schedule(&[1000, 2000]);
     let updated = client
         .update_subscription(pb::UpdateSubscriptionRequest {
             subscription: Some(changed.clone()),
@@ -107,6 +108,7 @@ async fn get_update_delete_with_revisions() {
         .into_inner();
     assert_eq!(updated.url, "https://example.test/b");
     assert_eq!(updated.enabled, Some(false));
+    assert_eq!(updated.retry_policy, crate::retries::schedule(&[1000, 2000]));
     assert!(updated.revision > fetched.revision);
     assert_eq!(updated.created_at, created.created_at);
 

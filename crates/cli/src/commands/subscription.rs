@@ -72,6 +72,11 @@ pub struct Fields {
     pub timeout: Option<std::time::Duration>,
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Retry policy: `none`, `schedule=10s,20s,30s`, `interval=1h,72h`,
+    /// `until-success=1s,1m` (initial, cap) or
+    /// `exponential=1s,2,1m,10` (initial, factor, cap, max attempts).
+    #[arg(long, value_parser = crate::retry::parse)]
+    pub retry: Option<hookrelay_proto::v1::RetryPolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +137,9 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) {
     }
     if let Some(max) = fields.max_in_flight {
         sub.max_in_flight = max;
+    }
+    if let Some(retry) = fields.retry {
+        sub.retry_policy = Some(retry);
     }
 }
 
