@@ -19,7 +19,11 @@ fn show(d: &Option<prost_types::Duration>) -> String {
 /// Parses `none`, `schedule=…`, `interval=…`, `until-success=…`, `exponential=…`.
 pub fn parse(text: &str) -> Result<pb::RetryPolicy, String> {
     let (kind, args) = text.split_once('=').unwrap_or((text, ""));
-    let args: Vec<&str> = if args.is_empty() { Vec::new() } else { args.split(',').collect() };
+    let args: Vec<&str> = if args.is_empty() {
+        Vec::new()
+    } else {
+        args.split(',').collect()
+    };
     let want = |n: usize, form: &str| {
         if args.len() == n {
             Ok(())
@@ -51,10 +55,16 @@ pub fn parse(text: &str) -> Result<pb::RetryPolicy, String> {
             })
         }
         "exponential" => {
-            want(4, "INITIAL,FACTOR,CAP,MAX_ATTEMPTS, e.g. exponential=1s,2,1m,10")?;
+            want(
+                4,
+                "INITIAL,FACTOR,CAP,MAX_ATTEMPTS, e.g. exponential=1s,2,1m,10",
+            )?;
             Policy::Exponential(pb::ExponentialRetry {
                 initial: Some(duration(args[0])?),
-                factor: args[1].trim().parse().map_err(|_| format!("factor {:?} is not a number", args[1]))?,
+                factor: args[1]
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("factor {:?} is not a number", args[1]))?,
                 cap: Some(duration(args[2])?),
                 max_attempts: args[3]
                     .trim()
@@ -70,7 +80,9 @@ pub fn parse(text: &str) -> Result<pb::RetryPolicy, String> {
             ))
         }
     };
-    Ok(pb::RetryPolicy { policy: Some(policy) })
+    Ok(pb::RetryPolicy {
+        policy: Some(policy),
+    })
 }
 
 /// The policy as `parse` reads it; `default` when unset.
@@ -80,10 +92,16 @@ pub fn describe(policy: &Option<pb::RetryPolicy>) -> String {
         Some(Policy::None(_)) => "none".into(),
         Some(Policy::Schedule(s)) => format!(
             "schedule={}",
-            s.delays.iter().map(|d| show(&Some(*d))).collect::<Vec<_>>().join(",")
+            s.delays
+                .iter()
+                .map(|d| show(&Some(*d)))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         Some(Policy::Interval(i)) => format!("interval={},{}", show(&i.every), show(&i.r#for)),
-        Some(Policy::UntilSuccess(u)) => format!("until-success={},{}", show(&u.initial), show(&u.cap)),
+        Some(Policy::UntilSuccess(u)) => {
+            format!("until-success={},{}", show(&u.initial), show(&u.cap))
+        }
         Some(Policy::Exponential(e)) => format!(
             "exponential={},{},{},{}",
             show(&e.initial),
@@ -100,7 +118,13 @@ mod tests {
 
     #[test]
     fn policies_read_and_print_alike() {
-        for text in ["none", "schedule=10s,20s,1m 30s", "interval=1h,3days", "until-success=1s,1m", "exponential=1s,2,1m,10"] {
+        for text in [
+            "none",
+            "schedule=10s,20s,1m 30s",
+            "interval=1h,3days",
+            "until-success=1s,1m",
+            "exponential=1s,2,1m,10",
+        ] {
             let policy = parse(text).unwrap();
             let again = parse(&describe(&Some(policy.clone()))).unwrap();
             assert_eq!(again, policy, "{text}");

@@ -118,7 +118,11 @@ async fn create_publish_and_see_the_attempt() {
     assert_eq!(got["enabled"], false);
     assert_eq!(got["label_filter"]["course_id"], "42");
     assert_eq!(got["retry"], "interval=1h,3days");
-    let bad = hookctl(&hr, &["subscription", "update", &id, "--retry", "interval=1h,1m"]).await;
+    let bad = hookctl(
+        &hr,
+        &["subscription", "update", &id, "--retry", "interval=1h,1m"],
+    )
+    .await;
     assert_eq!(
         bad.stderr.trim(),
         "error: invalid argument: subscription.retry_policy.interval.for: must be at least every"

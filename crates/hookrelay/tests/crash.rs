@@ -255,10 +255,18 @@ struct OwnNats {
 
 impl OwnNats {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = std::env::temp_dir().join(format!("hookrelay-nats-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = Self { port, dir, child: None };
+        let mut nats = Self {
+            port,
+            dir,
+            child: None,
+        };
         nats.spawn().await;
         nats
     }
@@ -270,10 +278,22 @@ impl OwnNats {
     async fn spawn(&mut self) {
         let server = ["nats-server", "/usr/sbin/nats-server"]
             .into_iter()
-            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok())
+            .find(|p| {
+                std::process::Command::new(p)
+                    .arg("--version")
+                    .output()
+                    .is_ok()
+            })
             .expect("nats-server on PATH (scripts/services.sh installs it)");
         let child = Command::new(server)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -318,12 +338,17 @@ async fn nats_killed_and_restarted_mid_load_loses_nothing() {
     })
     .await;
     nats.kill().await;
-    eventually("not ready while NATS is down", Duration::from_secs(10), || async {
-        (!ready(&hr).await).then_some(())
-    })
+    eventually(
+        "not ready while NATS is down",
+        Duration::from_secs(10),
+        || async { (!ready(&hr).await).then_some(()) },
+    )
     .await;
     nats.spawn().await;
-    eventually("ready again", Duration::from_secs(30), || async { ready(&hr).await.then_some(()) }).await;
+    eventually("ready again", Duration::from_secs(30), || async {
+        ready(&hr).await.then_some(())
+    })
+    .await;
     eventually("every event delivered", Duration::from_secs(60), || async {
         (delivered(&receiver) == EVENTS).then_some(())
     })

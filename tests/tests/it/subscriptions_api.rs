@@ -108,7 +108,10 @@ async fn get_update_delete_with_revisions() {
         .into_inner();
     assert_eq!(updated.url, "https://example.test/b");
     assert_eq!(updated.enabled, Some(false));
-    assert_eq!(updated.retry_policy, crate::retries::schedule(&[1000, 2000]));
+    assert_eq!(
+        updated.retry_policy,
+        crate::retries::schedule(&[1000, 2000])
+    );
     assert!(updated.revision > fetched.revision);
     assert_eq!(updated.created_at, created.created_at);
 
