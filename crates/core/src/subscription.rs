@@ -30,6 +30,66 @@ impl SuccessRule {
     }
 }
 
+/// HTTP method of a delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// Parameters in the query string, no body.
+    Get,
+    #[default]
+    Post,
+    Put,
+}
+
+/// How the rendered value is encoded in the body (or query, for GET).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    /// A rendered string as is (anything else as JSON text).
+    Raw,
+    /// `{"jsonrpc":"2.0","method","params","id"}`
+    JsonRpc,
+    /// URL-encoded, nested keys as `a[b]=`.
+    Form,
+}
+
+/// The named preset the request body starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// `{"type","timestamp","data"}`
+    #[default]
+    Standard,
+    /// `{"type": "course_stat", "event": "created", "data"}` (seed 000)
+    EntityEvent,
+    /// `{"changes": [...]}` (seed 001)
+    ChangesBatch,
+    /// `{"api_version","data":{"object"},"object":"event","id","type","mode"}` (seed 003)
+    ForumEvent,
+    /// The subscription's own template.
+    Custom,
+}
+
+/// How a subscription's requests are shaped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestSpec {
+    pub method: Method,
+    pub body_format: BodyFormat,
+    pub envelope: Envelope,
+    /// JSON-shaped template of the `custom` envelope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Method name of the `json_rpc` body format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_method: Option<String>,
+    /// strftime format used by the `date` template function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_format: Option<String>,
+}
+
 /// A signing secret, kept beside the time after which it stops signing.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredSecret {
@@ -67,6 +127,9 @@ pub struct Subscription {
     /// Extra request headers (validated against the protected set).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Method, body format, envelope and template.
+    #[serde(default)]
+    pub request: RequestSpec,
     #[serde(default)]
     pub success_rule: SuccessRule,
     /// Request timeout; the dispatcher default when absent.
