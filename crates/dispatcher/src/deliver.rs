@@ -52,6 +52,7 @@ impl Dispatcher {
         };
         let Some(subscription) = subscription else {
             self.limits.forget(&task.subscription_id);
+            self.shapers.forget(&task.subscription_id);
             let result = SendResult::without_response(
                 Outcome::Disabled,
                 "subscription deleted or disabled before delivery",
@@ -86,7 +87,12 @@ impl Dispatcher {
         let timeout = subscription
             .timeout
             .unwrap_or(self.config.dispatcher.default_timeout);
-        let (request, result) = match request::build(&subscription, &task.event, started_at) {
+        let built = self
+            .shapers
+            .get(&subscription)
+            .map_err(request::BuildError::from)
+            .and_then(|shaper| request::build(&subscription, &shaper, &task.event, started_at));
+        let (request, result) = match built {
             Ok(request) => {
                 let recorded = recorded(&request);
                 self.metrics.in_flight.inc();
@@ -111,6 +117,10 @@ impl Dispatcher {
             .inc();
         let after = if result.outcome.is_success() {
             After::Done
+        } else if request.is_none() {
+            // The request could not be built (a template failing on this
+            // event): trying again would fail the same way.
+            After::GiveUp(GiveUp::NoRetry)
         } else {
             match self
                 .after_failure(&subscription, &task, &result, started_at)

@@ -47,6 +47,7 @@ pub struct Dispatcher {
     scheduler_ready: Flag,
     schedule: RetrySchedule,
     limits: InFlightLimits,
+    shapers: request::Shapers,
     global: Arc<Semaphore>,
 }
 
@@ -79,6 +80,7 @@ impl Dispatcher {
             scheduler_ready: parts.scheduler_ready,
             schedule: parts.schedule,
             limits: InFlightLimits::default(),
+            shapers: request::Shapers::default(),
             global,
         })
     }

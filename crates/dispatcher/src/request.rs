@@ -1,55 +1,80 @@
 //! Builds the HTTP request for one delivery: the envelope, the subscription's
 //! headers and the Standard Webhooks signature headers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookrelay_core::event::Event;
 use hookrelay_core::signing::{signature_header, webhook_id};
-use hookrelay_core::subscription::{Subscription, PROTECTED_HEADERS};
+use hookrelay_core::subscription::{Method, Subscription, PROTECTED_HEADERS};
+use hookrelay_template::{RenderError, ShapeError, Shaper};
 use http::{HeaderName, HeaderValue};
 
 use crate::sender::OutboundRequest;
-
-/// The `standard` envelope: `{"type","timestamp","data"}`, `data` byte for
-/// byte as published.
-pub fn standard_envelope(event: &Event) -> Vec<u8> {
-    let event_type = serde_json::to_string(&event.event_type).expect("strings serialize");
-    let timestamp = serde_json::to_string(&event.timestamp()).expect("strings serialize");
-    let data = event.data.get();
-    let mut body = Vec::with_capacity(40 + event_type.len() + timestamp.len() + data.len());
-    body.extend_from_slice(b"{\"type\":");
-    body.extend_from_slice(event_type.as_bytes());
-    body.extend_from_slice(b",\"timestamp\":");
-    body.extend_from_slice(timestamp.as_bytes());
-    body.extend_from_slice(b",\"data\":");
-    body.extend_from_slice(data.as_bytes());
-    body.push(b'}');
-    body
-}
 
 /// A request could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("subscription has no usable signing secret: {0}")]
     Secret(#[from] hookrelay_core::signing::SecretError),
+    #[error("request.{0}")]
+    Shape(#[from] ShapeError),
+    #[error("template: {0}")]
+    Render(#[from] RenderError),
+}
+
+/// Compiled request shapes by subscription, recompiled when its revision changes.
+#[derive(Default)]
+pub struct Shapers {
+    cache: Mutex<HashMap<String, (u64, Arc<Shaper>)>>,
+}
+
+impl Shapers {
+    pub fn get(&self, subscription: &Subscription) -> Result<Arc<Shaper>, ShapeError> {
+        let mut cache = self.cache.lock().expect("shaper cache lock");
+        if let Some((revision, shaper)) = cache.get(&subscription.id) {
+            if *revision == subscription.revision {
+                return Ok(shaper.clone());
+            }
+        }
+        let shaper = Arc::new(Shaper::new(&subscription.request)?);
+        cache.insert(
+            subscription.id.clone(),
+            (subscription.revision, shaper.clone()),
+        );
+        Ok(shaper)
+    }
+
+    pub fn forget(&self, subscription_id: &str) {
+        self.cache
+            .lock()
+            .expect("shaper cache lock")
+            .remove(subscription_id);
+    }
 }
 
 /// The signed request of `event` to `subscription`, sent at `now`.
 pub fn build(
     subscription: &Subscription,
+    shaper: &Shaper,
     event: &Event,
     now: DateTime<Utc>,
 ) -> Result<OutboundRequest, BuildError> {
-    let body = Bytes::from(standard_envelope(event));
+    let shaped = shaper.shape(event)?;
+    let body = Bytes::from(shaped.body);
     let msg_id = webhook_id(&event.id, &subscription.id);
     let timestamp = now.timestamp();
     let keys = subscription.signing_keys(now)?;
     let signature = signature_header(&keys, &msg_id, timestamp, &body);
     let mut headers = Vec::with_capacity(5 + subscription.headers.len());
-    headers.push((
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    ));
+    if let Some(content_type) = shaped.content_type {
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        ));
+    }
     for (name, value) in &subscription.headers {
         // Validated when saved; checked again so a hand-edited record cannot
         // override what hookrelay owns.
@@ -74,9 +99,24 @@ pub fn build(
         HeaderName::from_static("webhook-signature"),
         header_value(&signature),
     ));
+    let url = match &shaped.query {
+        Some(query) if !query.is_empty() => {
+            let separator = if subscription.url.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            format!("{}{separator}{query}", subscription.url)
+        }
+        _ => subscription.url.clone(),
+    };
     Ok(OutboundRequest {
-        method: http::Method::POST,
-        url: subscription.url.clone(),
+        method: match shaped.method {
+            Method::Get => http::Method::GET,
+            Method::Post => http::Method::POST,
+            Method::Put => http::Method::PUT,
+        },
+        url,
         headers,
         body,
     })
@@ -110,33 +150,6 @@ pub fn redact(name: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(occurred_at: Option<&str>) -> Event {
-        Event {
-            id: "e1".into(),
-            tenant: "acme".into(),
-            event_type: "user.created".into(),
-            data: serde_json::value::RawValue::from_string(r#"{"b": 1,"a":"é"}"#.into()).unwrap(),
-            entity_id: None,
-            labels: Default::default(),
-            occurred_at: occurred_at.map(str::to_owned),
-            received_at: DateTime::from_timestamp(1_700_000_000, 5_000_000).unwrap(),
-            seq: 1,
-        }
-    }
-
-    #[test]
-    fn standard_envelope_keeps_data_bytes() {
-        assert_eq!(
-            String::from_utf8(standard_envelope(&event(None))).unwrap(),
-            r#"{"type":"user.created","timestamp":"2023-11-14T22:13:20.005Z","data":{"b": 1,"a":"é"}}"#
-        );
-        assert!(
-            String::from_utf8(standard_envelope(&event(Some("2024-01-01T00:00:00+02:00"))))
-                .unwrap()
-                .contains(r#""timestamp":"2024-01-01T00:00:00+02:00""#)
-        );
-    }
 
     #[test]
     fn credentials_are_redacted() {

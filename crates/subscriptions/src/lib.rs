@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod request_spec;
 pub mod retry_policy;
 pub mod service;
 pub mod store;

@@ -41,6 +41,7 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.label_filter = spec.label_filter;
     sub.enabled = spec.enabled;
     sub.headers = spec.headers;
+    sub.request = spec.request;
     sub.success_rule = spec.success_rule;
     sub.timeout = spec.timeout;
     sub.max_in_flight = spec.max_in_flight;
@@ -59,13 +60,7 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
         event_types: sub.event_types.clone(),
         label_filter: sub.label_filter.clone().into_iter().collect(),
         enabled: Some(sub.enabled),
-        request: Some(pb::RequestSpec {
-            method: "POST".into(),
-            headers: sub.headers.clone().into_iter().collect(),
-            body_format: pb::BodyFormat::Json as i32,
-            envelope: pb::Envelope::Standard as i32,
-            ..Default::default()
-        }),
+        request: Some(crate::request_spec::to_proto(&sub.request, &sub.headers)),
         success_rule: match sub.success_rule {
             SuccessRule::Any2xx => pb::SuccessRule::Any2xx,
             SuccessRule::Status200 => pb::SuccessRule::Status200,
@@ -125,6 +120,7 @@ impl Subscriptions for SubscriptionService {
             label_filter: Default::default(),
             enabled: true,
             headers: Default::default(),
+            request: Default::default(),
             success_rule: Default::default(),
             timeout: None,
             max_in_flight: None,

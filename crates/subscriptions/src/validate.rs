@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hookrelay_core::event::check_token_path;
 use hookrelay_core::retry::RetryPolicy;
-use hookrelay_core::subscription::{check_header, check_pattern, SuccessRule};
+use hookrelay_core::subscription::{check_header, check_pattern, RequestSpec, SuccessRule};
 use hookrelay_proto::v1 as pb;
 
 use crate::error::ApiError;
@@ -22,6 +22,7 @@ pub struct Spec {
     pub label_filter: BTreeMap<String, String>,
     pub enabled: bool,
     pub headers: BTreeMap<String, String>,
+    pub request: RequestSpec,
     pub success_rule: SuccessRule,
     pub timeout: Option<Duration>,
     pub max_in_flight: Option<u32>,
@@ -81,6 +82,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
     }
     let request = sub.request.clone().unwrap_or_default();
     let headers = request_headers(&request)?;
+    let request = crate::request_spec::from_proto(&request, &sub.tenant, &sub.event_types)?;
     let success_rule = match pb::SuccessRule::try_from(sub.success_rule) {
         Ok(pb::SuccessRule::Unspecified | pb::SuccessRule::Any2xx) => SuccessRule::Any2xx,
         Ok(pb::SuccessRule::Status200) => SuccessRule::Status200,
@@ -131,6 +133,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         label_filter: sub.label_filter.clone().into_iter().collect(),
         enabled: sub.enabled.unwrap_or(true),
         headers,
+        request,
         success_rule,
         timeout,
         max_in_flight,
@@ -140,56 +143,6 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
 
 fn request_headers(request: &pb::RequestSpec) -> Result<BTreeMap<String, String>, ApiError> {
     let f = |name: &str| format!("subscription.request.{name}");
-    match request.method.to_ascii_uppercase().as_str() {
-        "" | "POST" => {}
-        "GET" | "PUT" => {
-            return Err(ApiError::unimplemented(
-                f("method"),
-                format!("{} is not available yet; only POST", request.method),
-            ))
-        }
-        other => {
-            return Err(ApiError::invalid(
-                f("method"),
-                format!("{other:?} is not one of GET, POST, PUT"),
-            ))
-        }
-    }
-    match pb::BodyFormat::try_from(request.body_format) {
-        Ok(pb::BodyFormat::Unspecified | pb::BodyFormat::Json) => {}
-        Ok(other) => {
-            return Err(ApiError::unimplemented(
-                f("body_format"),
-                format!("{} is not available yet; only json", other.as_str_name()),
-            ))
-        }
-        Err(_) => return Err(ApiError::invalid(f("body_format"), "unknown value")),
-    }
-    match pb::Envelope::try_from(request.envelope) {
-        Ok(pb::Envelope::Unspecified | pb::Envelope::Standard) => {}
-        Ok(other) => {
-            return Err(ApiError::unimplemented(
-                f("envelope"),
-                format!(
-                    "{} is not available yet; only standard",
-                    other.as_str_name()
-                ),
-            ))
-        }
-        Err(_) => return Err(ApiError::invalid(f("envelope"), "unknown value")),
-    }
-    for (name, value) in [
-        ("template", &request.template),
-        ("jsonrpc_method", &request.jsonrpc_method),
-        ("date_format", &request.date_format),
-    ] {
-        if !value.is_empty() {
-            return Err(ApiError::unimplemented(
-                f(name),
-                "request templates are not available yet",
-            ));
-        }
-    }
     if request.headers.len() > MAX_HEADERS {
         return Err(ApiError::invalid(
             f("headers"),
@@ -348,7 +301,62 @@ mod tests {
             (
                 Box::new(|s| {
                     s.request = Some(pb::RequestSpec {
-                        method: "GET".into(),
+                        envelope: pb::Envelope::ChangesBatch as i32,
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.envelope",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let err = refused(edit);
+            assert!(matches!(err, ApiError::Unimplemented { .. }), "{err}");
+            assert!(err.to_string().starts_with(expected), "{err} !~ {expected}");
+        }
+    }
+
+    #[test]
+    fn templates_are_compiled_and_test_rendered() {
+        let custom = |template: &str| {
+            let template = template.to_owned();
+            move |s: &mut pb::Subscription| {
+                s.request = Some(pb::RequestSpec {
+                    envelope: pb::Envelope::Custom as i32,
+                    template,
+                    ..Default::default()
+                })
+            }
+        };
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(custom(r#"{"a": "{{ data.id "}"#)),
+                "subscription.request.template: $.a: syntax error",
+            ),
+            (
+                Box::new(custom(r#"{"a": 1,}"#)),
+                "subscription.request.template: line 1 column 9",
+            ),
+            (
+                Box::new(custom(r#"{"a": "{{ md6(data) }}"}"#)),
+                "subscription.request.template: does not render a sample event: rendering $.a",
+            ),
+            (
+                Box::new(custom("")),
+                "subscription.request.template: is required",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        body_format: pb::BodyFormat::JsonRpc as i32,
+                        ..Default::default()
+                    })
+                }),
+                "subscription.request.jsonrpc_method: is required",
+            ),
+            (
+                Box::new(|s| {
+                    s.request = Some(pb::RequestSpec {
+                        method: "PATCH".into(),
                         ..Default::default()
                     })
                 }),
@@ -357,35 +365,23 @@ mod tests {
             (
                 Box::new(|s| {
                     s.request = Some(pb::RequestSpec {
-                        body_format: pb::BodyFormat::Form as i32,
+                        date_format: "%Q".into(),
                         ..Default::default()
                     })
                 }),
-                "subscription.request.body_format",
-            ),
-            (
-                Box::new(|s| {
-                    s.request = Some(pb::RequestSpec {
-                        envelope: pb::Envelope::ForumEvent as i32,
-                        ..Default::default()
-                    })
-                }),
-                "subscription.request.envelope",
-            ),
-            (
-                Box::new(|s| {
-                    s.request = Some(pb::RequestSpec {
-                        template: "{}".into(),
-                        ..Default::default()
-                    })
-                }),
-                "subscription.request.template",
+                "subscription.request.date_format",
             ),
         ];
         for (edit, expected) in cases {
             let err = refused(edit);
-            assert!(matches!(err, ApiError::Unimplemented { .. }), "{err}");
+            assert!(matches!(err, ApiError::Invalid { .. }), "{err}");
             assert!(err.to_string().starts_with(expected), "{err} !~ {expected}");
         }
+        let mut ok = valid();
+        custom(r#"{"who": "{{ data.name | upper }}", "h": "{{ data.id | sha256 }}"}"#)(&mut ok);
+        assert_eq!(
+            spec(&ok).unwrap().request.envelope,
+            hookrelay_core::subscription::Envelope::Custom
+        );
     }
 }

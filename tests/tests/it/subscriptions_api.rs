@@ -6,6 +6,14 @@ use tonic::Code;
 
 use crate::subscription;
 
+fn custom(template: &str) -> pb::RequestSpec {
+    pb::RequestSpec {
+        envelope: pb::Envelope::Custom as i32,
+        template: template.into(),
+        ..Default::default()
+    }
+}
+
 async fn create_err(hr: &Harness, sub: pb::Subscription) -> tonic::Status {
     hr.subscriptions()
         .await
@@ -47,9 +55,49 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             "subscription.retry_policy.interval.for: must be at least every",
         ),
         (
-            pb::Subscription { request: Some(pb::RequestSpec { envelope: pb::Envelope::EntityEvent as i32, ..Default::default() }), ..ok() },
+            pb::Subscription { request: Some(pb::RequestSpec { envelope: pb::Envelope::ChangesBatch as i32, ..Default::default() }), ..ok() },
             Code::Unimplemented,
-            "subscription.request.envelope: ENVELOPE_ENTITY_EVENT is not available yet",
+            "subscription.request.envelope: ENVELOPE_CHANGES_BATCH comes with batched subscriptions",
+        ),
+        (
+            pb::Subscription { batch: Some(pb::BatchSpec { max_size: 10, ..Default::default() }), ..ok() },
+            Code::Unimplemented,
+            "subscription.batch",
+        ),
+        (
+            pb::Subscription { request: Some(custom(r#"{"a": {"b": "{{ data.x | }}"}}"#)), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.template: $.a.b: syntax error",
+        ),
+        (
+            pb::Subscription { request: Some(custom(r#"{"a": "{{ md6(data.x) }}"}"#)), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.template: does not render a sample event: rendering $.a: unknown function: md6 is unknown",
+        ),
+        (
+            pb::Subscription { request: Some(custom(r#"{"a": 1"#)), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.template: line 1 column 7: not valid JSON",
+        ),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { method: "DELETE".into(), ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.method: \"DELETE\" is not one of GET, POST, PUT",
+        ),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { body_format: pb::BodyFormat::JsonRpc as i32, ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.jsonrpc_method: is required with the json_rpc body format",
+        ),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { body_format: 42, ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.body_format: unknown value 42",
+        ),
+        (
+            pb::Subscription { request: Some(pb::RequestSpec { headers: [("Content-Length".to_owned(), "1".to_owned())].into(), ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.request.headers[\"Content-Length\"]",
         ),
     ];
     for (sub, code, message) in cases {
