@@ -24,25 +24,41 @@ fn digest_input(value: &Value) -> Result<Vec<u8>, Error> {
     })
 }
 
-pub fn md5(value: Value) -> Result<String, Error> {
-    Ok(hex::encode(Md5::digest(digest_input(&value)?)))
+/// A missing value stays missing (renders as null), like any other
+/// reference to a field the event does not have.
+fn missing(value: &Value) -> bool {
+    value.is_undefined() || value.is_none()
 }
 
-pub fn sha1(value: Value) -> Result<String, Error> {
-    Ok(hex::encode(Sha1::digest(digest_input(&value)?)))
+fn digest(value: Value, hash: impl FnOnce(&[u8]) -> String) -> Result<Value, Error> {
+    if missing(&value) {
+        return Ok(Value::UNDEFINED);
+    }
+    Ok(Value::from(hash(&digest_input(&value)?)))
 }
 
-pub fn sha256(value: Value) -> Result<String, Error> {
-    Ok(hex::encode(Sha256::digest(digest_input(&value)?)))
+pub fn md5(value: Value) -> Result<Value, Error> {
+    digest(value, |bytes| hex::encode(Md5::digest(bytes)))
 }
 
-pub fn crc32(value: Value) -> Result<String, Error> {
-    Ok(format!("{:08x}", crc32fast::hash(&digest_input(&value)?)))
+pub fn sha1(value: Value) -> Result<Value, Error> {
+    digest(value, |bytes| hex::encode(Sha1::digest(bytes)))
+}
+
+pub fn sha256(value: Value) -> Result<Value, Error> {
+    digest(value, |bytes| hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn crc32(value: Value) -> Result<Value, Error> {
+    digest(value, |bytes| format!("{:08x}", crc32fast::hash(bytes)))
 }
 
 /// `date(value, format?)`: an RFC 3339 string or Unix seconds, formatted
 /// with `format`, else the subscription's date format, else RFC 3339.
-pub fn date(state: &State, value: Value, format: Option<String>) -> Result<String, Error> {
+pub fn date(state: &State, value: Value, format: Option<String>) -> Result<Value, Error> {
+    if missing(&value) {
+        return Ok(Value::UNDEFINED);
+    }
     let at: DateTime<Utc> = if let Some(text) = value.as_str() {
         DateTime::parse_from_rfc3339(text)
             .map_err(|e| {
@@ -74,9 +90,11 @@ pub fn date(state: &State, value: Value, format: Option<String>) -> Result<Strin
     match format {
         Some(format) => {
             check_date_format(&format).map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?;
-            Ok(at.format(&format).to_string())
+            Ok(Value::from(at.format(&format).to_string()))
         }
-        None => Ok(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        None => Ok(Value::from(
+            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )),
     }
 }
 
@@ -95,25 +113,24 @@ mod tests {
 
     #[test]
     fn digests_match_known_values() {
-        let abc = Value::from("abc");
+        let hex = |v: Result<Value, Error>| v.unwrap().as_str().map(str::to_owned);
+        let abc = || Value::from("abc");
         assert_eq!(
-            md5(abc.clone()).unwrap(),
-            "900150983cd24fb0d6963f7d28e17f72"
+            hex(md5(abc())).as_deref(),
+            Some("900150983cd24fb0d6963f7d28e17f72")
         );
         assert_eq!(
-            sha1(abc.clone()).unwrap(),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
+            hex(sha1(abc())).as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
         );
         assert_eq!(
-            sha256(abc.clone()).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            hex(sha256(abc())).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
-        assert_eq!(crc32(abc).unwrap(), "352441c2");
-        // Numbers and objects are hashed as their JSON text.
-        assert_eq!(
-            md5(Value::from(42)).unwrap(),
-            md5(Value::from("42")).unwrap()
-        );
+        assert_eq!(hex(crc32(abc())).as_deref(), Some("352441c2"));
+        // Numbers and objects are hashed as their JSON text; missing stays missing.
+        assert_eq!(hex(md5(Value::from(42))), hex(md5(Value::from("42"))));
+        assert!(md5(Value::UNDEFINED).unwrap().is_undefined());
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn environment() -> Environment<'static> {
     for (name, f) in [
         (
             "md5",
-            functions::md5 as fn(Value) -> Result<String, minijinja::Error>,
+            functions::md5 as fn(Value) -> Result<Value, minijinja::Error>,
         ),
         ("sha1", functions::sha1),
         ("sha256", functions::sha256),

@@ -8,6 +8,7 @@ mod isolation;
 mod logs;
 mod retries;
 mod roles;
+mod seeds;
 mod signature;
 mod subscriptions_api;
 
