@@ -47,7 +47,7 @@ pub struct Cli {
 pub enum Command {
     /// Create, read, list, change and delete subscriptions.
     #[command(subcommand, alias = "sub")]
-    Subscription(commands::subscription::SubscriptionCommand),
+    Subscription(Box<commands::subscription::SubscriptionCommand>),
     /// Read delivery attempts.
     #[command(subcommand)]
     Attempts(commands::attempts::AttemptsCommand),
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Subscription(command) => {
-            commands::subscription::run(&cli.server, cli.json, command, &mut out).await
+            commands::subscription::run(&cli.server, cli.json, *command, &mut out).await
         }
         Command::Attempts(command) => {
             commands::attempts::run(&cli.server, cli.json, command, &mut out).await
@@ -97,9 +97,10 @@ mod tests {
             "5s",
         ])
         .unwrap();
-        let Command::Subscription(commands::subscription::SubscriptionCommand::Create(args)) =
-            cli.command
-        else {
+        let Command::Subscription(command) = cli.command else {
+            panic!("not a subscription command");
+        };
+        let commands::subscription::SubscriptionCommand::Create(args) = *command else {
             panic!("not create");
         };
         assert_eq!(

@@ -222,6 +222,19 @@ pub fn attempt_details(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<
         writeln!(out, "next attempt {}", text(&v["next_attempt_at"]))?;
     }
     writeln!(out, "webhook-id   {}", a.webhook_id)?;
+    exchange(out, a)
+}
+
+/// The request sent and the response received, or the outcome line first
+/// when there is no more to it.
+pub fn exchange(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<()> {
+    if a.id.is_empty() {
+        writeln!(
+            out,
+            "outcome      {}: {} ({} ms)",
+            a.outcome, a.reason, a.duration_ms
+        )?;
+    }
     if let Some(r) = &a.request {
         writeln!(out, "\n> {} {}", r.method, r.url)?;
         for h in &r.headers {

@@ -182,3 +182,89 @@ async fn errors_are_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn shape_a_request_and_send_a_test_event() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url("/calls");
+    let created = hookctl(
+        &hr,
+        &[
+            "--json",
+            "subscription",
+            "create",
+            "--tenant",
+            "pbx",
+            "--url",
+            &url,
+            "--event-type",
+            "call.ended",
+            "--method",
+            "put",
+            "--body-format",
+            "form",
+            "--template",
+            r#"{"call":{"from":"{{ data.caller }}","h":"{{ data.caller | crc32 }}"}}"#,
+        ],
+    )
+    .await;
+    assert!(created.ok, "{}", created.stderr);
+    let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    let sent = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "test",
+            id,
+            "--data",
+            r#"{"caller":"+380441234567"}"#,
+        ],
+    )
+    .await;
+    assert!(sent.ok, "{}", sent.stderr);
+    assert!(
+        sent.stdout.contains("outcome      success: status 200"),
+        "{}",
+        sent.stdout
+    );
+    assert!(sent.stdout.contains("> PUT http://"), "{}", sent.stdout);
+    let received = receiver.wait_for(1, Duration::from_secs(5)).await.remove(0);
+    assert_eq!(received.method, "PUT");
+    assert_eq!(
+        received.body_str(),
+        "call[from]=%2B380441234567&call[h]=7d1b04f9"
+    );
+    assert!(
+        sent.stdout
+            .contains("call[from]=%2B380441234567&call[h]=7d1b04f9"),
+        "{}",
+        sent.stdout
+    );
+
+    let bad = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "create",
+            "--tenant",
+            "pbx",
+            "--url",
+            &url,
+            "--event-type",
+            "*",
+            "--template",
+            r#"{"a":"{{ data. }}"}"#,
+        ],
+    )
+    .await;
+    assert!(
+        bad.stderr.starts_with(
+            "error: invalid argument: subscription.request.template: $.a: syntax error"
+        ),
+        "{}",
+        bad.stderr
+    );
+}

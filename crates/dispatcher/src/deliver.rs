@@ -94,7 +94,7 @@ impl Dispatcher {
             .and_then(|shaper| request::build(&subscription, &shaper, &task.event, started_at));
         let (request, result) = match built {
             Ok(request) => {
-                let recorded = recorded(&request);
+                let recorded = request::recorded(&request);
                 self.metrics.in_flight.inc();
                 // A request may outlast the ack wait (timeouts go up to 5 min):
                 // keep the task ours meanwhile, or it would be sent twice.
@@ -388,22 +388,6 @@ impl Dispatcher {
             }
             Err(_) => nak(&message).await,
         }
-    }
-}
-
-fn recorded(request: &crate::sender::OutboundRequest) -> RecordedRequest {
-    RecordedRequest {
-        method: request.method.to_string(),
-        url: request.url.clone(),
-        headers: request
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let value = String::from_utf8_lossy(v.as_bytes());
-                (k.as_str().to_owned(), request::redact(k.as_str(), &value))
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&request.body).into_owned(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hookrelay_core::delivery::RecordedRequest;
 use hookrelay_core::event::Event;
 use hookrelay_core::signing::{signature_header, webhook_id};
 use hookrelay_core::subscription::{Method, Subscription, PROTECTED_HEADERS};
@@ -124,6 +125,23 @@ pub fn build(
 
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("ids and signatures are visible ASCII")
+}
+
+/// The request as logged: credential headers redacted.
+pub fn recorded(request: &OutboundRequest) -> RecordedRequest {
+    RecordedRequest {
+        method: request.method.to_string(),
+        url: request.url.clone(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes());
+                (k.as_str().to_owned(), redact(k.as_str(), &value))
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&request.body).into_owned(),
+    }
 }
 
 /// Header values worth hiding in logs: credentials a subscription sends.

@@ -207,7 +207,18 @@ pub async fn run(
             .ok_or(StartError::NoGrpcListener(role.name()))?;
         let subscriptions = role
             .runs(Role::Subscriptions)
-            .then(|| SubscriptionService::new(Store::new(bucket.clone())));
+            .then(|| {
+                hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes).map(
+                    |sender| {
+                        SubscriptionService::new(
+                            Store::new(bucket.clone()),
+                            sender,
+                            config.dispatcher.default_timeout,
+                        )
+                    },
+                )
+            })
+            .transpose()?;
         let logs = attempt_index.map(LogService::new);
         let grpc = startup::grpc_router(subscriptions, logs)
             .await

@@ -34,16 +34,6 @@ impl From<IndexError> for Status {
     }
 }
 
-fn headers(headers: &[(String, String)]) -> Vec<pb::Header> {
-    headers
-        .iter()
-        .map(|(name, value)| pb::Header {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect()
-}
-
 /// The API view of an attempt record.
 pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
     pb::Attempt {
@@ -56,18 +46,8 @@ pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
         attempt: record.attempt,
         outcome: record.outcome.as_str().to_owned(),
         reason: record.reason,
-        request: Some(pb::HttpRequest {
-            method: record.request.method,
-            url: record.request.url,
-            headers: headers(&record.request.headers),
-            body: record.request.body.into_bytes(),
-        }),
-        response: record.response.map(|r| pb::HttpResponse {
-            status: r.status as u32,
-            headers: headers(&r.headers),
-            body: r.body.into_bytes(),
-            body_truncated: r.body_truncated,
-        }),
+        request: Some(hookrelay_proto::http_request(record.request)),
+        response: record.response.map(hookrelay_proto::http_response),
         started_at: Some(timestamp(record.started_at)),
         duration_ms: record.duration_ms,
         next_attempt_at: record.next_attempt_at.map(timestamp),

@@ -17,3 +17,30 @@ pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
         nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
+
+/// The API view of a request as sent.
+pub fn http_request(request: hookrelay_core::delivery::RecordedRequest) -> v1::HttpRequest {
+    v1::HttpRequest {
+        method: request.method,
+        url: request.url,
+        headers: headers(request.headers),
+        body: request.body.into_bytes(),
+    }
+}
+
+/// The API view of a response as received.
+pub fn http_response(response: hookrelay_core::delivery::RecordedResponse) -> v1::HttpResponse {
+    v1::HttpResponse {
+        status: response.status as u32,
+        headers: headers(response.headers),
+        body: response.body.into_bytes(),
+        body_truncated: response.body_truncated,
+    }
+}
+
+fn headers(headers: Vec<(String, String)>) -> Vec<v1::Header> {
+    headers
+        .into_iter()
+        .map(|(name, value)| v1::Header { name, value })
+        .collect()
+}

@@ -7,6 +7,7 @@ pub mod request_spec;
 pub mod retry_policy;
 pub mod service;
 pub mod store;
+pub mod test_event;
 pub mod validate;
 
 pub use service::SubscriptionService;

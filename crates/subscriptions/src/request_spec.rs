@@ -3,7 +3,7 @@
 
 use hookrelay_core::subscription::{BodyFormat, Envelope, Method, RequestSpec};
 use hookrelay_proto::v1 as pb;
-use hookrelay_template::{sample_event, Shaper};
+use hookrelay_template::{sample_event, sample_event_type, Shaper};
 
 use crate::error::ApiError;
 
@@ -80,11 +80,7 @@ pub fn from_proto(
         date_format: optional(&request.date_format),
     };
     let shaper = Shaper::new(&spec).map_err(|e| ApiError::invalid(field(e.field), e.message))?;
-    let event_type = event_types
-        .iter()
-        .map(|p| p.trim_end_matches(".*").replace('*', "sample"))
-        .next()
-        .unwrap_or_else(|| "sample.created".into());
+    let event_type = sample_event_type(event_types);
     shaper
         .shape(&sample_event(tenant, &event_type))
         .map_err(|e| {

@@ -1,8 +1,11 @@
 //! The `hookrelay.v1.Subscriptions` gRPC service.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use hookrelay_core::signing::generate_secret;
 use hookrelay_core::subscription::{StoredSecret, Subscription};
+use hookrelay_dispatcher::sender::Sender;
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
@@ -19,11 +22,18 @@ const MAX_PAGE: u32 = 1000;
 #[derive(Clone)]
 pub struct SubscriptionService {
     store: Store,
+    sender: Sender,
+    default_timeout: Duration,
 }
 
 impl SubscriptionService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// `sender` and `default_timeout` serve SendTestEvent.
+    pub fn new(store: Store, sender: Sender, default_timeout: Duration) -> Self {
+        Self {
+            store,
+            sender,
+            default_timeout,
+        }
     }
 
     /// The tonic server of this service.
@@ -205,5 +215,18 @@ impl Subscriptions for SubscriptionService {
         self.store.delete(&sub.id, sub.revision).await?;
         tracing::info!(subscription = %sub.id, "subscription deleted");
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+    }
+
+    async fn send_test_event(
+        &self,
+        request: Request<pb::SendTestEventRequest>,
+    ) -> Result<Response<pb::SendTestEventResponse>, Status> {
+        let request = request.into_inner();
+        let sub = self.store.get(&request.id).await?;
+        let event = crate::test_event::event_for(&sub, &request.event_type, &request.data)?;
+        let response =
+            crate::test_event::send(&self.sender, self.default_timeout, &sub, &event).await?;
+        tracing::info!(subscription = %sub.id, outcome = %response.outcome, "test event sent");
+        Ok(Response::new(response))
     }
 }

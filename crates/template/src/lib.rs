@@ -201,6 +201,18 @@ pub fn standard_envelope(event: &Event) -> Vec<u8> {
     body
 }
 
+/// A concrete event type for a subscription's patterns: the first pattern,
+/// with `*` made `sample` (`deal.*` → `deal.sample`, `*` → `sample.created`).
+pub fn sample_event_type(patterns: &[String]) -> String {
+    match patterns.first().map(String::as_str) {
+        None | Some("*") => "sample.created".into(),
+        Some(pattern) => match pattern.strip_suffix(".*") {
+            Some(stem) => format!("{stem}.sample"),
+            None => pattern.to_owned(),
+        },
+    }
+}
+
 /// An event to test-render templates against when a subscription is saved.
 pub fn sample_event(tenant: &str, event_type: &str) -> Event {
     Event {

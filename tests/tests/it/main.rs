@@ -11,6 +11,7 @@ mod roles;
 mod seeds;
 mod signature;
 mod subscriptions_api;
+mod test_event;
 
 use hookrelay_proto::v1 as pb;
 

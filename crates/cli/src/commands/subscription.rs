@@ -32,6 +32,16 @@ pub enum SubscriptionCommand {
     },
     /// Change fields of a subscription (read, change, write with a revision check).
     Update(UpdateArgs),
+    /// Send a sample (or given) event now; show the request and response.
+    Test {
+        id: String,
+        /// Event type to send; default from the subscription's patterns.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// The event's data as a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+    },
     /// Delete a subscription.
     Delete {
         id: String,
@@ -77,6 +87,40 @@ pub struct Fields {
     /// `exponential=1s,2,1m,10` (initial, factor, cap, max attempts).
     #[arg(long, value_parser = crate::retry::parse)]
     pub retry: Option<hookrelay_proto::v1::RetryPolicy>,
+    /// GET (parameters in the query string), POST or PUT.
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long, value_enum)]
+    pub body_format: Option<Format>,
+    #[arg(long, value_enum)]
+    pub envelope: Option<EnvelopeName>,
+    /// JSON-shaped template (implies `--envelope custom`); `@FILE` reads a file.
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long)]
+    pub jsonrpc_method: Option<String>,
+    /// strftime format for the template's `date` function, e.g. `%d.%m.%Y`.
+    #[arg(long)]
+    pub date_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Raw,
+    #[value(name = "json-rpc")]
+    JsonRpc,
+    Form,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EnvelopeName {
+    Standard,
+    #[value(name = "entity_event")]
+    EntityEvent,
+    #[value(name = "forum_event")]
+    ForumEvent,
+    Custom,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +155,7 @@ pub struct UpdateArgs {
     pub clear_headers: bool,
 }
 
-fn apply(sub: &mut pb::Subscription, fields: Fields) {
+fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
     if let Some(name) = fields.name {
         sub.name = name;
     }
@@ -141,6 +185,42 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) {
     if let Some(retry) = fields.retry {
         sub.retry_policy = Some(retry);
     }
+    let request = sub.request.get_or_insert_with(Default::default);
+    if let Some(method) = fields.method {
+        request.method = method.to_ascii_uppercase();
+    }
+    if let Some(format) = fields.body_format {
+        request.body_format = match format {
+            Format::Json => pb::BodyFormat::Json,
+            Format::Raw => pb::BodyFormat::Raw,
+            Format::JsonRpc => pb::BodyFormat::JsonRpc,
+            Format::Form => pb::BodyFormat::Form,
+        } as i32;
+    }
+    if let Some(envelope) = fields.envelope {
+        request.envelope = match envelope {
+            EnvelopeName::Standard => pb::Envelope::Standard,
+            EnvelopeName::EntityEvent => pb::Envelope::EntityEvent,
+            EnvelopeName::ForumEvent => pb::Envelope::ForumEvent,
+            EnvelopeName::Custom => pb::Envelope::Custom,
+        } as i32;
+    }
+    if let Some(template) = fields.template {
+        request.template = match template.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading template {path}"))?
+            }
+            None => template,
+        };
+        request.envelope = pb::Envelope::Custom as i32;
+    }
+    if let Some(method) = fields.jsonrpc_method {
+        request.jsonrpc_method = method;
+    }
+    if let Some(format) = fields.date_format {
+        request.date_format = format;
+    }
+    Ok(())
 }
 
 pub async fn run(
@@ -159,7 +239,7 @@ pub async fn run(
                 label_filter: HashMap::new(),
                 ..Default::default()
             };
-            apply(&mut sub, args.fields);
+            apply(&mut sub, args.fields)?;
             let created = client
                 .create_subscription(pb::CreateSubscriptionRequest {
                     subscription: Some(sub),
@@ -252,7 +332,7 @@ pub async fn run(
             if args.disable {
                 sub.enabled = Some(false);
             }
-            apply(&mut sub, args.fields);
+            apply(&mut sub, args.fields)?;
             let updated = client
                 .update_subscription(pb::UpdateSubscriptionRequest {
                     subscription: Some(sub),
@@ -262,6 +342,35 @@ pub async fn run(
                 .map_err(status)?
                 .into_inner();
             show(out, json, &updated)
+        }
+        SubscriptionCommand::Test {
+            id,
+            event_type,
+            data,
+        } => {
+            let sent = client
+                .send_test_event(pb::SendTestEventRequest {
+                    id,
+                    event_type: event_type.unwrap_or_default(),
+                    data: data.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let attempt = pb::Attempt {
+                outcome: sent.outcome,
+                reason: sent.reason,
+                duration_ms: sent.duration_ms,
+                request: sent.request,
+                response: sent.response,
+                attempt: 1,
+                ..Default::default()
+            };
+            if json {
+                output::print_json(out, &output::attempt_json(&attempt))
+            } else {
+                output::exchange(out, &attempt)
+            }
         }
         SubscriptionCommand::Delete { id, revision } => {
             client
