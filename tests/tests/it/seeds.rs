@@ -181,6 +181,15 @@ async fn seed_002_actions_with_methods_formats_parameters_and_hashes() {
         r#""{{ data.caller }};{{ data.duration }}""#,
     ))
     .await;
+    // Content-Type follows the format unless the action sets its own.
+    let mut csv = action(
+        "/csv",
+        "POST",
+        pb::BodyFormat::Raw,
+        r#""{{ data.caller }},{{ data.duration }}""#,
+    );
+    sub_header(&mut csv, "Content-Type", "text/csv");
+    hr.create(csv).await;
     let (broken, _) = hr
         .create(action(
             "/broken",
@@ -203,7 +212,7 @@ async fn seed_002_actions_with_methods_formats_parameters_and_hashes() {
         br#"{"id":"77","seq":1,"data":{"call_id":"c-1001","caller":"+380441234567","callee":"+380442222222","duration":31,"tags":["sales","vip"],"agents":["ann","bob"],"started_at":"2026-11-20T09:15:00Z"}}"#,
     )
     .await;
-    receiver.wait_for(6, WAIT).await;
+    receiver.wait_for(7, WAIT).await;
     let one = |path: &str| receiver.requests_to(path).remove(0);
 
     let get = one("/get");
@@ -238,6 +247,11 @@ async fn seed_002_actions_with_methods_formats_parameters_and_hashes() {
     assert_eq!(
         rpc.body_str(),
         r#"{"jsonrpc":"2.0","method":"call.ended","params":{"caller":"+380441234567"},"id":1}"#
+    );
+    let csv = one("/csv");
+    assert_eq!(
+        (csv.header("content-type"), csv.body_str()),
+        (Some("text/csv"), "+380441234567,31")
     );
     let raw = one("/raw");
     assert_eq!(raw.body_str(), "+380441234567;31");
