@@ -54,6 +54,8 @@ pub struct NatsConfig {
     pub dlq_max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +144,9 @@ impl Config {
         }
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return invalid("nats.replicas", "must be between 1 and 5");
+        }
+        if self.nats.ack_wait < Duration::from_secs(1) {
+            return invalid("nats.ack_wait", "must be at least 1s");
         }
         if self.limits.max_event_bytes == 0 {
             return invalid("limits.max_event_bytes", "must be positive");

@@ -59,7 +59,7 @@ impl Ingestor {
             stream: names.events_stream(),
             durable: names.consumer("ingestor"),
             filter: names.events_filter(),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: self.config.nats.ack_wait,
             max_ack_pending: 20_000,
             batch: self.config.ingestor.fetch_batch,
         };

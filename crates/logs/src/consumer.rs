@@ -31,7 +31,7 @@ impl AttemptConsumer {
             stream: names.attempts_stream(),
             durable: names.consumer("logs"),
             filter: names.attempts_filter(),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: self.config.nats.ack_wait,
             max_ack_pending: 20_000,
             batch: 500,
         };

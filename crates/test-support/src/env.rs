@@ -34,6 +34,7 @@ impl TestEnv {
         config.shutdown_grace = Duration::from_secs(5);
         config.dispatcher.default_timeout = Duration::from_secs(2);
         config.dispatcher.ack_wait = Duration::from_secs(10);
+        config.nats.ack_wait = Duration::from_secs(5);
         config.telemetry.level = "error".into();
         Self { config }
     }
