@@ -15,7 +15,26 @@ pub struct DeliveryTask {
     /// When attempt 1 was made; absent on attempt 1 itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Where `event.seq` points: EVENTS, or BATCHES for a flushed batch.
+    #[serde(default, skip_serializing_if = "Source::is_event")]
+    pub source: Source,
     pub event: Event,
+}
+
+/// The stream a task's event is stored in, read again for retries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[default]
+    Event,
+    /// A batch of changes, `event.data` = `{"changes": [...]}`.
+    Batch,
+}
+
+impl Source {
+    pub fn is_event(&self) -> bool {
+        *self == Source::Event
+    }
 }
 
 impl DeliveryTask {

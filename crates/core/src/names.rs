@@ -102,6 +102,19 @@ impl Names {
         format!("{}_DLQ", self.upper)
     }
 
+    /// `<prefix>.batches.<tenant>`: flushed batches, kept for their retries.
+    pub fn batch_subject(&self, tenant: &str) -> String {
+        format!("{}.batches.{tenant}", self.prefix)
+    }
+
+    pub fn batches_filter(&self) -> String {
+        format!("{}.batches.>", self.prefix)
+    }
+
+    pub fn batches_stream(&self) -> String {
+        format!("{}_BATCHES", self.upper)
+    }
+
     /// KV bucket holding subscriptions.
     pub fn subscriptions_bucket(&self) -> String {
         format!("{}_subscriptions", self.prefix)
@@ -123,9 +136,10 @@ impl Names {
     }
 
     /// Every stream this installation owns.
-    pub fn streams(&self) -> [String; 5] {
+    pub fn streams(&self) -> [String; 6] {
         [
             self.events_stream(),
+            self.batches_stream(),
             self.deliveries_stream(),
             self.attempts_stream(),
             self.dlq_stream(),

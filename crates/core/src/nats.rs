@@ -44,7 +44,7 @@ pub async fn connect(config: &Config, service: &str) -> Result<async_nats::Clien
         })
 }
 
-/// Creates the EVENTS, DELIVERIES, ATTEMPTS and DLQ streams if missing.
+/// Creates the EVENTS, DELIVERIES, ATTEMPTS, DLQ and BATCHES streams if missing.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<(), NatsError> {
     let names = config.names();
     let nats = &config.nats;
@@ -78,6 +78,11 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
             nats.attempts_max_age,
         ),
         base(names.dlq_stream(), names.dlq_filter(), nats.dlq_max_age),
+        base(
+            names.batches_stream(),
+            names.batches_filter(),
+            nats.events_max_age,
+        ),
     ];
     for config in streams {
         let name = config.name.clone();

@@ -90,6 +90,21 @@ pub struct RequestSpec {
     pub date_format: Option<String>,
 }
 
+/// Debounced batching: changes are buffered in Redis for `window`, coalesced
+/// by `key`, and sent as one request of at most `max_size` changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSpec {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub max_size: u32,
+    /// Template of the coalescing key; default `{{ object }}:{{ entity_id }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Template of each change's `url`; no `url` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_template: Option<String>,
+}
+
 /// A signing secret, kept beside the time after which it stops signing.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredSecret {
@@ -142,6 +157,9 @@ pub struct Subscription {
     /// In-flight limit; the dispatcher default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Debounced batching, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
     /// How failures are retried; the default schedule when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,

@@ -206,6 +206,7 @@ impl Dispatcher {
                     subscription_id: subscription.id.clone(),
                     attempt: task.attempt + 1,
                     first_attempt_ms: first_attempt_at.timestamp_millis(),
+                    source: task.source,
                 };
                 self.schedule.add(&entry, due).await?;
                 self.metrics.retries_scheduled.inc();
@@ -222,6 +223,7 @@ impl Dispatcher {
             subscription_id: task.subscription_id.clone(),
             attempt: task.attempt,
             first_attempt_ms: task.first_attempt_at.map_or(0, |at| at.timestamp_millis()),
+            source: task.source,
         };
         match self.schedule.add(&entry, Utc::now() + PARK_FOR).await {
             Ok(()) => {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hookrelay_core::delivery::Source;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
 
@@ -15,15 +16,22 @@ pub struct RetryEntry {
     pub seq: u64,
     pub subscription_id: String,
     pub attempt: u32,
-    /// When attempt 1 was made, in Unix milliseconds.
+    /// When attempt 1 was made, in Unix milliseconds (0: not yet).
     pub first_attempt_ms: i64,
+    /// Where `seq` points.
+    pub source: Source,
 }
 
 impl RetryEntry {
-    /// `seq|subscription|attempt|first`: about 50 bytes.
+    /// `seq|subscription|attempt|first`, `|b` for a batch: about 50 bytes.
     pub fn member(&self) -> String {
+        let batch = if self.source == Source::Batch {
+            "|b"
+        } else {
+            ""
+        };
         format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}{batch}",
             self.seq, self.subscription_id, self.attempt, self.first_attempt_ms
         )
     }
@@ -35,8 +43,16 @@ impl RetryEntry {
             subscription_id: parts.next()?.to_owned(),
             attempt: parts.next()?.parse().ok()?,
             first_attempt_ms: parts.next()?.parse().ok()?,
+            source: Source::Event,
         };
-        parts.next().is_none().then_some(entry)
+        match parts.next() {
+            None => Some(entry),
+            Some("b") if parts.next().is_none() => Some(RetryEntry {
+                source: Source::Batch,
+                ..entry
+            }),
+            Some(_) => None,
+        }
     }
 }
 
@@ -167,10 +183,16 @@ mod tests {
             subscription_id: "sub_01M81XPFFYY02KPEC83Y1VZ5T7".into(),
             attempt: 3,
             first_attempt_ms: 1_795_361_029_000,
+            source: Source::Event,
         };
         let member = entry.member();
         assert!(member.len() < 64, "{member}");
-        assert_eq!(RetryEntry::parse(&member), Some(entry));
+        assert_eq!(RetryEntry::parse(&member), Some(entry.clone()));
+        let batch = RetryEntry {
+            source: Source::Batch,
+            ..entry
+        };
+        assert_eq!(RetryEntry::parse(&batch.member()), Some(batch));
         assert_eq!(RetryEntry::parse("1|s|x|2"), None);
         assert_eq!(RetryEntry::parse("1|s|2|3|4"), None);
     }

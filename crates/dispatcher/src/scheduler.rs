@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::delivery::{DeliveryTask, Source};
 use hookrelay_core::event::Event;
 use tokio_util::sync::CancellationToken;
 
@@ -74,20 +74,28 @@ impl Dispatcher {
 
     async fn republish(&self, claimed: Vec<Claimed>) {
         let names = self.config.names();
-        let events = match self.js.get_stream(names.events_stream()).await {
-            Ok(stream) => stream,
+        let streams = futures::future::try_join(
+            self.js.get_stream(names.events_stream()),
+            self.js.get_stream(names.batches_stream()),
+        )
+        .await;
+        let (events, batches) = match streams {
+            Ok(streams) => streams,
             Err(error) => {
                 // The leases expire and the entries come back.
-                tracing::warn!(%error, "cannot open the events stream for retries");
+                tracing::warn!(%error, "cannot open the event streams for retries");
                 return;
             }
         };
         let lookups = futures::stream::iter(claimed)
             .map(|claimed| {
-                let events = &events;
+                let (events, batches) = (&events, &batches);
                 async move {
                     let entry = RetryEntry::parse(&claimed.member);
                     let message = match &entry {
+                        Some(entry) if entry.source == Source::Batch => {
+                            Some(batches.get_raw_message(entry.seq).await)
+                        }
                         Some(entry) => Some(events.get_raw_message(entry.seq).await),
                         None => None,
                     };
@@ -123,15 +131,24 @@ impl Dispatcher {
                 .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_owned());
-            let event = Event::from_stored(
-                &names,
-                &stored.subject,
-                msg_id.as_deref(),
-                &stored.payload,
-                stored.sequence,
-                stored.time,
-                usize::MAX,
-            );
+            let event = match entry.source {
+                Source::Event => Event::from_stored(
+                    &names,
+                    &stored.subject,
+                    msg_id.as_deref(),
+                    &stored.payload,
+                    stored.sequence,
+                    stored.time,
+                    usize::MAX,
+                )
+                .map_err(|e| e.to_string()),
+                Source::Batch => serde_json::from_slice::<Event>(&stored.payload)
+                    .map(|event| Event {
+                        seq: stored.sequence,
+                        ..event
+                    })
+                    .map_err(|e| e.to_string()),
+            };
             let event = match event {
                 Ok(event) => event,
                 Err(error) => {
@@ -146,6 +163,7 @@ impl Dispatcher {
                 first_attempt_at: (entry.first_attempt_ms > 0)
                     .then(|| DateTime::from_timestamp_millis(entry.first_attempt_ms))
                     .flatten(),
+                source: entry.source,
                 event,
             };
             let publish = jetstream::message::PublishMessage::build()

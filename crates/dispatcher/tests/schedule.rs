@@ -13,6 +13,7 @@ fn entry(seq: u64) -> RetryEntry {
         subscription_id: "sub_01M81XPFFYY02KPEC83Y1VZ5T7".into(),
         attempt: 2,
         first_attempt_ms: 1_700_000_000_000,
+        source: hookrelay_core::delivery::Source::Event,
     }
 }
 

@@ -141,6 +141,7 @@ impl Ingestor {
                         subscription_id: String::new(),
                         attempt: 1,
                         first_attempt_at: None,
+                        source: Default::default(),
                         event,
                     };
                     for subscription in matches {

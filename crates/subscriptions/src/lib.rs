@@ -2,6 +2,7 @@
 //! subscriptions over gRPC, stored in a JetStream KV bucket.
 #![forbid(unsafe_code)]
 
+pub mod batch_spec;
 pub mod error;
 pub mod request_spec;
 pub mod retry_policy;

@@ -52,12 +52,7 @@ pub fn from_proto(
         Ok(pb::Envelope::EntityEvent) => Envelope::EntityEvent,
         Ok(pb::Envelope::ForumEvent) => Envelope::ForumEvent,
         Ok(pb::Envelope::Custom) => Envelope::Custom,
-        Ok(pb::Envelope::ChangesBatch) => {
-            return Err(ApiError::unimplemented(
-                field("envelope"),
-                "ENVELOPE_CHANGES_BATCH comes with batched subscriptions, not available yet",
-            ))
-        }
+        Ok(pb::Envelope::ChangesBatch) => Envelope::ChangesBatch,
         Err(_) => {
             return Err(ApiError::invalid(
                 field("envelope"),

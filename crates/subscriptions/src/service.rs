@@ -56,6 +56,7 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.timeout = spec.timeout;
     sub.max_in_flight = spec.max_in_flight;
     sub.retry_policy = spec.retry_policy;
+    sub.batch = spec.batch;
 }
 
 /// The API view of a stored subscription (secrets never leave here).
@@ -76,7 +77,7 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
             SuccessRule::Status200 => pb::SuccessRule::Status200,
         } as i32,
         retry_policy: sub.retry_policy.as_ref().map(crate::retry_policy::to_proto),
-        batch: None,
+        batch: sub.batch.as_ref().map(crate::batch_spec::to_proto),
         timeout: sub
             .timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok()),
@@ -135,6 +136,7 @@ impl Subscriptions for SubscriptionService {
             timeout: None,
             max_in_flight: None,
             retry_policy: None,
+            batch: None,
             secrets: vec![StoredSecret {
                 secret: secret.clone(),
                 created_at: now,

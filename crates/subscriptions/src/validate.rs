@@ -27,6 +27,7 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     pub max_in_flight: Option<u32>,
     pub retry_policy: Option<RetryPolicy>,
+    pub batch: Option<hookrelay_core::subscription::BatchSpec>,
 }
 
 const MAX_URL: usize = 2048;
@@ -94,14 +95,11 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         }
     };
     let retry_policy = crate::retry_policy::from_proto(sub.retry_policy.as_ref())?;
-    if sub
-        .batch
-        .as_ref()
-        .is_some_and(|b| *b != pb::BatchSpec::default())
-    {
-        return Err(ApiError::unimplemented(
-            f("batch"),
-            "batched deliveries are not available yet",
+    let batch = crate::batch_spec::from_proto(sub.batch.as_ref())?;
+    if request.envelope == hookrelay_core::subscription::Envelope::ChangesBatch && batch.is_none() {
+        return Err(ApiError::invalid(
+            "subscription.request.envelope",
+            "ENVELOPE_CHANGES_BATCH needs a batch (subscription.batch.window)",
         ));
     }
     let timeout = match &sub.timeout {
@@ -138,6 +136,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         timeout,
         max_in_flight,
         retry_policy,
+        batch,
     })
 }
 
@@ -287,32 +286,28 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_unimplemented_not_ignored() {
-        let cases: Vec<(Edit, &str)> = vec![
-            (
-                Box::new(|s| {
-                    s.batch = Some(pb::BatchSpec {
-                        max_size: 10,
-                        ..Default::default()
-                    })
-                }),
-                "subscription.batch",
-            ),
-            (
-                Box::new(|s| {
-                    s.request = Some(pb::RequestSpec {
-                        envelope: pb::Envelope::ChangesBatch as i32,
-                        ..Default::default()
-                    })
-                }),
-                "subscription.request.envelope",
-            ),
-        ];
-        for (edit, expected) in cases {
-            let err = refused(edit);
-            assert!(matches!(err, ApiError::Unimplemented { .. }), "{err}");
-            assert!(err.to_string().starts_with(expected), "{err} !~ {expected}");
-        }
+    fn batches_need_a_window_and_changes_batch_needs_a_batch() {
+        let err = refused(|s| {
+            s.batch = Some(pb::BatchSpec {
+                max_size: 10,
+                ..Default::default()
+            })
+        });
+        assert!(
+            err.to_string().starts_with("subscription.batch.window"),
+            "{err}"
+        );
+        let err = refused(|s| {
+            s.request = Some(pb::RequestSpec {
+                envelope: pb::Envelope::ChangesBatch as i32,
+                ..Default::default()
+            })
+        });
+        assert!(
+            err.to_string()
+                .starts_with("subscription.request.envelope: ENVELOPE_CHANGES_BATCH needs a batch"),
+            "{err}"
+        );
     }
 
     #[test]

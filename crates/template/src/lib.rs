@@ -27,7 +27,9 @@ pub fn preset(envelope: Envelope) -> Option<&'static str> {
         Envelope::ForumEvent => Some(
             r#"{"api_version":"1","data":{"object":"{{ data }}"},"object":"event","id":"{{ id_number }}","type":"{{ type }}","mode":"live"}"#,
         ),
-        Envelope::ChangesBatch | Envelope::Custom => None,
+        // A batch's data is already `{"changes": [...]}`.
+        Envelope::ChangesBatch => Some(r#""{{ data }}""#),
+        Envelope::Custom => None,
     }
 }
 
@@ -92,12 +94,6 @@ impl Shaper {
                 Envelope::Custom => spec.template.as_deref().ok_or_else(|| {
                     err("template", "is required with the custom envelope".into())
                 })?,
-                Envelope::ChangesBatch => {
-                    return Err(err(
-                        "envelope",
-                        "changes_batch comes with batched subscriptions".into(),
-                    ))
-                }
                 other => preset(other).expect("presets have templates"),
             };
             Some(Template::compile(source).map_err(|e| err("template", e.to_string()))?)
