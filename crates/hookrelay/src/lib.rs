@@ -148,17 +148,8 @@ pub async fn run(
         let loaded = index.clone();
         health.check("subscriptions index", move || loaded.is_loaded());
     }
-    if role.runs(Role::Ingestor) {
-        let ingestor = Ingestor {
-            config: config.clone(),
-            js: js.clone(),
-            index: index.clone(),
-            metrics: hookrelay_ingestor::Metrics::register(&registry)?,
-            ready: health.flag("ingestor"),
-        };
-        tasks.spawn(ingestor.run(work.clone()));
-    }
-    let redis = if role.runs(Role::Dispatcher) || role.runs(Role::Logs) {
+    let redis = if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) || role.runs(Role::Logs)
+    {
         let Some(redis) = retry_until(&shutdown, "connect to Redis", || {
             hookrelay_core::redis::connect(&config)
         })
@@ -171,6 +162,18 @@ pub async fn run(
     } else {
         None
     };
+    if let (true, Some(redis)) = (role.runs(Role::Ingestor), &redis) {
+        let ingestor = Arc::new(Ingestor {
+            config: config.clone(),
+            js: js.clone(),
+            index: index.clone(),
+            metrics: hookrelay_ingestor::Metrics::register(&registry)?,
+            ready: health.flag("ingestor"),
+            batcher: hookrelay_ingestor::batch::Batcher::new(config.names(), redis.clone()),
+        });
+        tasks.spawn(ingestor.clone().run_flusher(work.clone()));
+        tasks.spawn(ingestor.run(work.clone()));
+    }
     if let (true, Some(redis)) = (role.runs(Role::Dispatcher), &redis) {
         let dispatcher = Dispatcher::new(hookrelay_dispatcher::Parts {
             config: config.clone(),

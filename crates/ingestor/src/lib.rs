@@ -4,6 +4,8 @@
 //! the consumer.
 #![forbid(unsafe_code)]
 
+pub mod batch;
+mod flusher;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -47,12 +49,13 @@ pub struct Ingestor {
     pub index: Arc<SubscriptionIndex>,
     pub metrics: Metrics,
     pub ready: Flag,
+    pub batcher: batch::Batcher,
 }
 
 impl Ingestor {
     /// Consumes events until `shutdown`, recreating the consumer (and the
     /// streams) after NATS failures.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         self.index.wait_loaded().await;
         let names = self.config.names();
         let spec = ConsumerSpec {
@@ -103,6 +106,7 @@ impl Ingestor {
     async fn process(&self, messages: Vec<Message>) -> Result<(), IngestError> {
         let names = self.config.names();
         let mut pending: Vec<(usize, String, PublishAckFuture)> = Vec::new();
+        let mut failed_early = vec![false; messages.len()];
         for (i, message) in messages.iter().enumerate() {
             let (seq, received_at) = message
                 .info()
@@ -131,6 +135,14 @@ impl Ingestor {
                     let matches = self.index.matching(&event);
                     if matches.is_empty() {
                         continue;
+                    }
+                    let (batched, matches): (Vec<_>, Vec<_>) =
+                        matches.into_iter().partition(|s| s.batch.is_some());
+                    for subscription in batched {
+                        if let Err(error) = self.buffer(&subscription, &event).await {
+                            tracing::warn!(subscription = %subscription.id, %error, "cannot buffer a change; the event will be redelivered");
+                            failed_early[i] = true;
+                        }
                     }
                     self.metrics
                         .tasks
@@ -173,7 +185,7 @@ impl Ingestor {
                 }
             }
         }
-        let mut failed = vec![false; messages.len()];
+        let mut failed = failed_early;
         for (i, subject, ack) in pending {
             if let Err(e) = ack.await {
                 tracing::warn!(%subject, error = %e, "publish not acknowledged; the event will be redelivered");
@@ -193,6 +205,27 @@ impl Ingestor {
             }
         }
         Ok(())
+    }
+
+    /// Adds `event`'s change to a batched subscription's buffer. A template
+    /// that fails on this event skips it for this subscription (logged).
+    async fn buffer(
+        &self,
+        subscription: &hookrelay_core::subscription::Subscription,
+        event: &Event,
+    ) -> Result<(), String> {
+        let batch = subscription.batch.as_ref().expect("batched");
+        let change = match self.batcher.change(subscription, batch, event) {
+            Ok(change) => change,
+            Err(error) => {
+                tracing::error!(subscription = %subscription.id, event = %event.id, %error, "batch key or URL template failed; change skipped");
+                return Ok(());
+            }
+        };
+        self.batcher
+            .add(&subscription.id, batch, &change, Utc::now())
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn publish(

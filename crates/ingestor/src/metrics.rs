@@ -8,6 +8,8 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub tasks: IntCounterVec,
     pub dlq: IntCounterVec,
+    /// Batches flushed into delivery tasks.
+    pub batches: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -35,7 +37,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
+        let batches = prometheus::IntCounter::new(
+            "hookrelay_batches_flushed_total",
+            "Debounced batches flushed",
+        )?;
         registry.register(Box::new(dlq.clone()))?;
-        Ok(Self { events, tasks, dlq })
+        registry.register(Box::new(batches.clone()))?;
+        Ok(Self {
+            events,
+            tasks,
+            dlq,
+            batches,
+        })
     }
 }

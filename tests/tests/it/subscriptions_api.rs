@@ -55,14 +55,26 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             "subscription.retry_policy.interval.for: must be at least every",
         ),
         (
-            pb::Subscription { request: Some(pb::RequestSpec { envelope: pb::Envelope::ChangesBatch as i32, ..Default::default() }), ..ok() },
-            Code::Unimplemented,
-            "subscription.request.envelope: ENVELOPE_CHANGES_BATCH comes with batched subscriptions",
+            pb::Subscription {
+                request: Some(pb::RequestSpec {
+                    envelope: pb::Envelope::ChangesBatch as i32,
+                    ..Default::default()
+                }),
+                ..ok()
+            },
+            Code::InvalidArgument,
+            "subscription.request.envelope: ENVELOPE_CHANGES_BATCH needs a batch",
         ),
         (
-            pb::Subscription { batch: Some(pb::BatchSpec { max_size: 10, ..Default::default() }), ..ok() },
-            Code::Unimplemented,
-            "subscription.batch",
+            pb::Subscription {
+                batch: Some(pb::BatchSpec {
+                    max_size: 10,
+                    ..Default::default()
+                }),
+                ..ok()
+            },
+            Code::InvalidArgument,
+            "subscription.batch.window: is required, between 10ms and 1h",
         ),
         (
             pb::Subscription { request: Some(custom(r#"{"a": {"b": "{{ data.x | }}"}}"#)), ..ok() },
