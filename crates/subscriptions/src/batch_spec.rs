@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn bad_batches_name_the_field() {
-        let cases: Vec<(Box<dyn FnOnce(&mut pb::BatchSpec)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut pb::BatchSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|b| b.window = None), "subscription.batch.window"),
             (Box::new(|b| b.max_size = 1_000_000), "subscription.batch.max_size"),
             (Box::new(|b| b.url_template = "http://api.test/{{ object }}s/{{ entity_id }}.json".into()), "subscription.batch.url_template: renders \"http://api.test/trainings/1.json\": a change URL carries no format extension"),
