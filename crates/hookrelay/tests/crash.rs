@@ -87,9 +87,13 @@ fn delivered(receiver: &Receiver) -> usize {
 }
 
 fn dispatcher_process(env: &TestEnv) -> Child {
+    role_process(env, "dispatcher")
+}
+
+fn role_process(env: &TestEnv, role: &str) -> Child {
     let config = &env.config;
     Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .arg("dispatcher")
+        .arg(role)
         .env("HOOKRELAY_PREFIX", &config.prefix)
         .env("HOOKRELAY_NATS__URL", &config.nats.url)
         .env("HOOKRELAY_REDIS__URL", &config.redis.url)
@@ -351,6 +355,97 @@ async fn nats_killed_and_restarted_mid_load_loses_nothing() {
     .await;
     eventually("every event delivered", Duration::from_secs(60), || async {
         (delivered(&receiver) == EVENTS).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ingestor_killed_mid_window_loses_no_change() {
+    let env = TestEnv::new();
+    let mut first = role_process(&env, "ingestor");
+    let hr = Harness::start_roles(env, &[Role::Subscriptions, Role::Dispatcher, Role::Logs]).await;
+    let receiver = Receiver::start().await;
+    let sub = pb::Subscription {
+        tenant: "acme".into(),
+        url: receiver.url("/feed"),
+        event_types: vec!["training.*".into()],
+        request: Some(pb::RequestSpec {
+            envelope: pb::Envelope::ChangesBatch as i32,
+            ..Default::default()
+        }),
+        batch: Some(pb::BatchSpec {
+            window: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            max_size: 1000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (sub, _) = hr.create(sub).await;
+    const CHANGES: u64 = 30;
+    for id in 0..CHANGES {
+        hr.publish(
+            "acme",
+            "training.update",
+            format!(r#"{{"entity_id":{id},"data":{{}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    // Every change is in the buffer, the window still open: kill the ingestor.
+    let items = hr
+        .env
+        .config
+        .names()
+        .redis_key(&["batch", &sub.id, "items"]);
+    let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    eventually("every change buffered", Duration::from_secs(10), || {
+        let mut redis = redis.clone();
+        let items = items.clone();
+        async move {
+            let buffered: u64 = redis::cmd("HLEN")
+                .arg(&items)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            (buffered == CHANGES).then_some(())
+        }
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert!(
+        receiver.requests().is_empty(),
+        "killed before the window closed"
+    );
+
+    let _second = role_process(&hr.env, "ingestor");
+    let request = receiver
+        .wait_for(1, Duration::from_secs(20))
+        .await
+        .remove(0);
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    let mut ids: Vec<u64> = body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..CHANGES).collect::<Vec<_>>());
+    eventually("the buffer empty once sent", Duration::from_secs(5), || {
+        let mut redis = redis.clone();
+        let items = items.clone();
+        async move {
+            let left: u64 = redis::cmd("HLEN")
+                .arg(&items)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            (left == 0).then_some(())
+        }
     })
     .await;
 }

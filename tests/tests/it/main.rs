@@ -1,6 +1,7 @@
 //! Cross-service scenarios: hookrelay in-process against the real NATS and
 //! Redis, receivers on 127.0.0.1.
 
+mod batches;
 mod delivery;
 mod deploy;
 mod ingest;
