@@ -400,7 +400,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         .names()
         .redis_key(&["batch", &sub.id, "items"]);
     let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let redis = client.get_multiplexed_async_connection().await.unwrap();
     eventually("every change buffered", Duration::from_secs(10), || {
         let mut redis = redis.clone();
         let items = items.clone();
