@@ -39,12 +39,33 @@ pub fn subscription_json(sub: &pb::Subscription) -> Value {
         "headers": request.headers,
         "success_rule": rule(sub.success_rule),
         "retry": crate::retry::describe(&sub.retry_policy),
+        "batch": sub.batch.as_ref().map(|_| batch(sub)),
         "timeout": sub.timeout.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
         "max_in_flight": sub.max_in_flight,
         "created_at": time(&sub.created_at),
         "updated_at": time(&sub.updated_at),
         "revision": sub.revision,
     })
+}
+
+/// `window 2s, at most 100, url …` or `-`.
+fn batch(sub: &pb::Subscription) -> String {
+    let Some(batch) = &sub.batch else {
+        return "-".into();
+    };
+    let window = batch
+        .window
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .map(|d| humantime::format_duration(d).to_string())
+        .unwrap_or_default();
+    let mut text = format!("window {window}, at most {}", batch.max_size);
+    if !batch.key.is_empty() {
+        text.push_str(&format!(", key {}", batch.key));
+    }
+    if !batch.url_template.is_empty() {
+        text.push_str(&format!(", url {}", batch.url_template));
+    }
+    text
 }
 
 pub fn attempt_json(a: &pb::Attempt) -> Value {
@@ -118,6 +139,7 @@ pub fn subscription_table(out: &mut impl Write, sub: &pb::Subscription) -> anyho
         ("enabled", sub.enabled.unwrap_or(true).to_string()),
         ("success rule", rule(sub.success_rule).to_owned()),
         ("retry", crate::retry::describe(&sub.retry_policy)),
+        ("batch", batch(sub)),
         (
             "timeout",
             v["timeout"].as_str().unwrap_or("default").to_owned(),

@@ -268,3 +268,72 @@ async fn shape_a_request_and_send_a_test_event() {
         bad.stderr
     );
 }
+
+#[tokio::test]
+async fn a_batched_subscription_from_the_command_line() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url("/feed");
+    let created = hookctl(
+        &hr,
+        &[
+            "--json",
+            "subscription",
+            "create",
+            "--tenant",
+            "springest",
+            "--url",
+            &url,
+            "--event-type",
+            "training.*",
+            "--name",
+            "Partner feed",
+            "--description",
+            "catalogue changes",
+            "--envelope",
+            "changes_batch",
+            "--batch-window",
+            "200ms",
+            "--batch-max",
+            "50",
+            "--batch-url",
+            "http://api.springest.nl/{{ object }}s/{{ entity_id }}",
+            "--retry",
+            "until-success=1s,1m",
+        ],
+    )
+    .await;
+    assert!(created.ok, "{}", created.stderr);
+    let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    assert_eq!(
+        created["batch"],
+        "window 200ms, at most 50, url http://api.springest.nl/{{ object }}s/{{ entity_id }}"
+    );
+    assert_eq!(created["description"], "catalogue changes");
+    for (kind, id) in [("training.update", "1"), ("training.destroy", "2")] {
+        let out = hookctl(
+            &hr,
+            &["publish", "springest", kind, "{}", "--entity-id", id],
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let request = receiver
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    assert_eq!(
+        request.body_str(),
+        r#"{"changes":[{"action":"update","object":"training","id":1,"url":"http://api.springest.nl/trainings/1"},{"action":"destroy","object":"training","id":2}]}"#
+    );
+    let shown = hookctl(
+        &hr,
+        &["subscription", "get", created["id"].as_str().unwrap()],
+    )
+    .await;
+    assert!(
+        shown.stdout.contains("Partner feed") && shown.stdout.contains("catalogue changes"),
+        "{}",
+        shown.stdout
+    );
+}

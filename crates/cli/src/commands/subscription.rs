@@ -102,6 +102,18 @@ pub struct Fields {
     /// strftime format for the template's `date` function, e.g. `%d.%m.%Y`.
     #[arg(long)]
     pub date_format: Option<String>,
+    /// Debounce window of a batched subscription, e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub batch_window: Option<std::time::Duration>,
+    /// Most changes per batched request.
+    #[arg(long)]
+    pub batch_max: Option<u32>,
+    /// Template of the coalescing key (default `{{ object }}:{{ entity_id or id }}`).
+    #[arg(long)]
+    pub batch_key: Option<String>,
+    /// Template of each change's `url`, e.g. `https://api.example.com/{{ object }}s/{{ entity_id }}`.
+    #[arg(long)]
+    pub batch_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +132,8 @@ pub enum EnvelopeName {
     EntityEvent,
     #[value(name = "forum_event")]
     ForumEvent,
+    #[value(name = "changes_batch")]
+    ChangesBatch,
     Custom,
 }
 
@@ -202,6 +216,7 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
             EnvelopeName::Standard => pb::Envelope::Standard,
             EnvelopeName::EntityEvent => pb::Envelope::EntityEvent,
             EnvelopeName::ForumEvent => pb::Envelope::ForumEvent,
+            EnvelopeName::ChangesBatch => pb::Envelope::ChangesBatch,
             EnvelopeName::Custom => pb::Envelope::Custom,
         } as i32;
     }
@@ -219,6 +234,25 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
     }
     if let Some(format) = fields.date_format {
         request.date_format = format;
+    }
+    if fields.batch_window.is_some()
+        || fields.batch_max.is_some()
+        || fields.batch_key.is_some()
+        || fields.batch_url.is_some()
+    {
+        let batch = sub.batch.get_or_insert_with(Default::default);
+        if let Some(window) = fields.batch_window {
+            batch.window = prost_types::Duration::try_from(window).ok();
+        }
+        if let Some(max) = fields.batch_max {
+            batch.max_size = max;
+        }
+        if let Some(key) = fields.batch_key {
+            batch.key = key;
+        }
+        if let Some(url) = fields.batch_url {
+            batch.url_template = url;
+        }
     }
     Ok(())
 }
