@@ -5,6 +5,7 @@ pub mod commands;
 pub mod connect;
 pub mod output;
 pub mod retry;
+pub mod time;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,24 @@ pub enum Command {
     Attempts(commands::attempts::AttemptsCommand),
     /// Publish an event to NATS, as a service would.
     Publish(commands::publish::PublishArgs),
+    /// Deliveries that gave up (the error page), newest first.
+    Failures(commands::logs::FailuresArgs),
+    /// Send one event to one subscription again, now.
+    Redeliver { event: String, subscription: String },
+    /// Send again every delivery of a subscription that gave up since a time.
+    Recover {
+        subscription: String,
+        /// RFC 3339 or a duration ago (`24h`).
+        #[arg(long, value_parser = time::parse)]
+        since: chrono::DateTime<chrono::Utc>,
+        #[arg(long, value_parser = time::parse)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Events as published.
+    #[command(subcommand)]
+    Events(commands::events::EventsCommand),
+    /// Follow attempts live.
+    Tail(commands::tail::TailArgs),
 }
 
 /// Runs one command, printing to stdout.
@@ -67,6 +86,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publish(args) => {
             commands::publish::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await
+        }
+        Command::Failures(args) => {
+            commands::logs::failures(&cli.server, cli.json, args, &mut out).await
+        }
+        Command::Redeliver {
+            event,
+            subscription,
+        } => commands::logs::redeliver(&cli.server, cli.json, event, subscription, &mut out).await,
+        Command::Recover {
+            subscription,
+            since,
+            until,
+        } => {
+            commands::logs::recover(&cli.server, cli.json, subscription, since, until, &mut out)
+                .await
+        }
+        Command::Events(command) => {
+            commands::events::run(&cli.server, cli.json, command, &mut out).await
+        }
+        Command::Tail(args) => {
+            commands::tail::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await
         }
     }
 }

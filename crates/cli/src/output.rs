@@ -88,6 +88,7 @@ pub fn attempt_json(a: &pb::Attempt) -> Value {
         "duration_ms": a.duration_ms,
         "next_attempt_at": time(&a.next_attempt_at),
         "give_up_reason": (!a.give_up_reason.is_empty()).then_some(&a.give_up_reason),
+        "redelivery": a.redelivery,
         "request": a.request.as_ref().map(|r| json!({
             "method": r.method, "url": r.url, "headers": headers(&r.headers),
             "body": String::from_utf8_lossy(&r.body),
@@ -184,6 +185,71 @@ pub fn subscriptions_table(out: &mut impl Write, subs: &[pb::Subscription]) -> a
         ]);
     }
     writeln!(out, "{t}")?;
+    Ok(())
+}
+
+/// A subscription's health.
+pub fn health(
+    out: &mut impl Write,
+    as_json: bool,
+    h: &pb::SubscriptionHealth,
+) -> anyhow::Result<()> {
+    let value = json!({
+        "subscription_id": h.subscription_id,
+        "state": h.state,
+        "success_rate": h.success_rate,
+        "recent_attempts": h.recent_attempts,
+        "consecutive_failures": h.consecutive_failures,
+        "last_success_at": time(&h.last_success_at),
+        "last_failure_at": time(&h.last_failure_at),
+    });
+    if as_json {
+        return print_json(out, &value);
+    }
+    let mut t = table(&["FIELD", "VALUE"]);
+    t.add_row(vec!["subscription".to_owned(), h.subscription_id.clone()]);
+    t.add_row(vec!["state".to_owned(), h.state.clone()]);
+    t.add_row(vec![
+        "success rate".to_owned(),
+        format!(
+            "{:.1}% of the last {} attempts",
+            h.success_rate * 100.0,
+            h.recent_attempts
+        ),
+    ]);
+    t.add_row(vec![
+        "failures in a row".to_owned(),
+        h.consecutive_failures.to_string(),
+    ]);
+    t.add_row(vec![
+        "last success".to_owned(),
+        text(&value["last_success_at"]),
+    ]);
+    t.add_row(vec![
+        "last failure".to_owned(),
+        text(&value["last_failure_at"]),
+    ]);
+    writeln!(out, "{t}")?;
+    Ok(())
+}
+
+/// A page of attempts as a table (with the next page's token) or JSON.
+pub fn attempts_page(
+    out: &mut impl Write,
+    json: bool,
+    page: &pb::ListAttemptsResponse,
+) -> anyhow::Result<()> {
+    if json {
+        let list: Vec<_> = page.attempts.iter().map(attempt_json).collect();
+        return print_json(
+            out,
+            &json!({"attempts": list, "next_page_token": page.next_page_token}),
+        );
+    }
+    attempts_table(out, &page.attempts)?;
+    if !page.next_page_token.is_empty() {
+        writeln!(out, "more: --page-token {}", page.next_page_token)?;
+    }
     Ok(())
 }
 

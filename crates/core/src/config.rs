@@ -108,6 +108,8 @@ pub struct DispatcherConfig {
 pub struct LogsConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub fleet_interval: Duration,
 }
 
 impl Config {

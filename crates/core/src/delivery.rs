@@ -18,6 +18,9 @@ pub struct DeliveryTask {
     /// Where `event.seq` points: EVENTS, or BATCHES for a flushed batch.
     #[serde(default, skip_serializing_if = "Source::is_event")]
     pub source: Source,
+    /// Sent again on an operator's request (Redeliver, RecoverFailed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivery: bool,
     pub event: Event,
 }
 
@@ -150,4 +153,11 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub give_up: Option<GiveUp>,
+    /// Where the event is stored, for replay.
+    #[serde(default)]
+    pub event_seq: u64,
+    #[serde(default, skip_serializing_if = "Source::is_event")]
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivery: bool,
 }

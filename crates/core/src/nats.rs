@@ -135,6 +135,67 @@ pub async fn delete_streams(js: &jetstream::Context, config: &Config) {
     }
 }
 
+/// The event stored at `seq` of EVENTS (or BATCHES), as delivered the first
+/// time; `None` when the stream no longer holds it.
+pub async fn load_event(
+    js: &jetstream::Context,
+    config: &Config,
+    source: crate::delivery::Source,
+    seq: u64,
+) -> Result<Option<crate::event::Event>, String> {
+    let names = config.names();
+    let stream_name = match source {
+        crate::delivery::Source::Event => names.events_stream(),
+        crate::delivery::Source::Batch => names.batches_stream(),
+    };
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| e.to_string())?;
+    read_event(&stream, &names, source, seq).await
+}
+
+/// [`load_event`] from an open stream (EVENTS or BATCHES, as `source` says).
+pub async fn read_event(
+    stream: &jetstream::stream::Stream,
+    names: &crate::Names,
+    source: crate::delivery::Source,
+    seq: u64,
+) -> Result<Option<crate::event::Event>, String> {
+    use crate::delivery::Source;
+    use crate::event::Event;
+    let stored = match stream.get_raw_message(seq).await {
+        Ok(stored) => stored,
+        Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let event = match source {
+        Source::Event => {
+            let msg_id = stored
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned());
+            Event::from_stored(
+                names,
+                &stored.subject,
+                msg_id.as_deref(),
+                &stored.payload,
+                stored.sequence,
+                stored.time,
+                usize::MAX,
+            )
+            .map_err(|e| e.to_string())?
+        }
+        Source::Batch => Event {
+            seq: stored.sequence,
+            ..serde_json::from_slice(&stored.payload).map_err(|e| e.to_string())?
+        },
+    };
+    Ok(Some(event))
+}
+
 /// A durable pull consumer of one of hookrelay's streams.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {

@@ -322,6 +322,9 @@ impl Dispatcher {
             event_received_at: task.event.received_at,
             next_attempt_at,
             give_up,
+            event_seq: task.event.seq,
+            source: task.source,
+            redelivery: task.redelivery,
         }
     }
 

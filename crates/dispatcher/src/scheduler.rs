@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hookrelay_core::delivery::{DeliveryTask, Source};
-use hookrelay_core::event::Event;
+use hookrelay_core::nats::read_event;
 use tokio_util::sync::CancellationToken;
 
 use crate::schedule::{Claimed, RetryEntry};
@@ -89,17 +89,21 @@ impl Dispatcher {
         };
         let lookups = futures::stream::iter(claimed)
             .map(|claimed| {
-                let (events, batches) = (&events, &batches);
+                let (events, batches, names) = (&events, &batches, &names);
                 async move {
                     let entry = RetryEntry::parse(&claimed.member);
-                    let message = match &entry {
-                        Some(entry) if entry.source == Source::Batch => {
-                            Some(batches.get_raw_message(entry.seq).await)
+                    let event = match &entry {
+                        Some(entry) => {
+                            let stream = if entry.source == Source::Batch {
+                                batches
+                            } else {
+                                events
+                            };
+                            Some(read_event(stream, names, entry.source, entry.seq).await)
                         }
-                        Some(entry) => Some(events.get_raw_message(entry.seq).await),
                         None => None,
                     };
-                    (claimed, entry, message)
+                    (claimed, entry, event)
                 }
             })
             .buffer_unordered(64)
@@ -107,53 +111,21 @@ impl Dispatcher {
             .await;
         let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(lookups.len());
         let mut done: Vec<String> = Vec::new();
-        for (claimed, entry, message) in lookups {
-            let (Some(entry), Some(message)) = (entry, message) else {
+        for (claimed, entry, event) in lookups {
+            let (Some(entry), Some(event)) = (entry, event) else {
                 tracing::error!(member = %claimed.member, "unreadable retry entry dropped");
                 done.push(claimed.member);
                 continue;
             };
-            let stored = match message {
-                Ok(stored) => stored,
-                Err(error)
-                    if error.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound =>
-                {
+            let event = match event {
+                Ok(Some(event)) => event,
+                Ok(None) => {
                     self.event_gone(&claimed, &entry).await;
                     done.push(claimed.member);
                     continue;
                 }
                 Err(error) => {
                     tracing::warn!(seq = entry.seq, %error, "cannot read a retried event; its lease will expire");
-                    continue;
-                }
-            };
-            let msg_id = stored
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_owned());
-            let event = match entry.source {
-                Source::Event => Event::from_stored(
-                    &names,
-                    &stored.subject,
-                    msg_id.as_deref(),
-                    &stored.payload,
-                    stored.sequence,
-                    stored.time,
-                    usize::MAX,
-                )
-                .map_err(|e| e.to_string()),
-                Source::Batch => serde_json::from_slice::<Event>(&stored.payload)
-                    .map(|event| Event {
-                        seq: stored.sequence,
-                        ..event
-                    })
-                    .map_err(|e| e.to_string()),
-            };
-            let event = match event {
-                Ok(event) => event,
-                Err(error) => {
-                    tracing::error!(seq = entry.seq, %error, "a retried event no longer parses; dropped");
-                    done.push(claimed.member);
                     continue;
                 }
             };
@@ -164,6 +136,7 @@ impl Dispatcher {
                     .then(|| DateTime::from_timestamp_millis(entry.first_attempt_ms))
                     .flatten(),
                 source: entry.source,
+                redelivery: false,
                 event,
             };
             let publish = jetstream::message::PublishMessage::build()

@@ -191,7 +191,17 @@ pub async fn run(
     }
     let mut attempt_index = None;
     if let (true, Some(redis)) = (role.runs(Role::Logs), redis) {
-        let index = AttemptIndex::new(config.names(), redis, config.logs.retention);
+        let index = AttemptIndex::new(config.names(), redis.clone(), config.logs.retention);
+        let fleet = hookrelay_logs::fleet::Fleet {
+            config: config.clone(),
+            js: js.clone(),
+            bucket: bucket.clone(),
+            redis,
+            index: index.clone(),
+            metrics: hookrelay_logs::fleet::FleetMetrics::register(&registry)?,
+            every: config.logs.fleet_interval,
+        };
+        tasks.spawn(hookrelay_logs::fleet::run(fleet, work.clone()));
         let consumer = AttemptConsumer {
             config: config.clone(),
             js: js.clone(),
@@ -222,7 +232,14 @@ pub async fn run(
                 )
             })
             .transpose()?;
-        let logs = attempt_index.map(LogService::new);
+        let logs = attempt_index.map(|index| {
+            let replayer = hookrelay_logs::Replayer {
+                config: config.clone(),
+                js: js.clone(),
+                index,
+            };
+            LogService::new(replayer, bucket.clone())
+        });
         let grpc = startup::grpc_router(subscriptions, logs)
             .await
             .map_err(StartError::Serve)?;

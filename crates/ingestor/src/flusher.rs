@@ -108,6 +108,7 @@ impl Ingestor {
             attempt: 1,
             first_attempt_at: None,
             source: Source::Batch,
+            redelivery: false,
             event,
         };
         let publish = jetstream::message::PublishMessage::build()

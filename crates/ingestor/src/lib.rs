@@ -154,6 +154,7 @@ impl Ingestor {
                         attempt: 1,
                         first_attempt_at: None,
                         source: Default::default(),
+                        redelivery: false,
                         event,
                     };
                     for subscription in matches {

@@ -1,10 +1,13 @@
 //! The attempt index in Redis: each attempt's JSON under its own key, and one
-//! sorted set per scope (subscription, event, tenant) whose members are
-//! attempt ids. Ids are `att_<ULID>`, so the lexicographic order of a set is
-//! time order and paging uses the last id seen as the cursor.
+//! sorted set per scope (subscription, event, tenant, and the final failures
+//! of a tenant and of a subscription) whose members are attempt ids. Ids are
+//! `att_<ULID>`, so a set's lexicographic order is time order, time ranges
+//! are lex ranges, and paging uses the last id seen as the cursor. Each
+//! subscription also keeps its recent outcomes for health.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::AttemptRecord;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
@@ -20,6 +23,30 @@ pub enum Scope {
     Subscription(String),
     Event(String),
     Tenant(String),
+    /// Final failures (given up) of a tenant.
+    TenantFailures(String),
+    /// Final failures (given up) of a subscription.
+    SubscriptionFailures(String),
+}
+
+/// Narrower listings.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub outcome: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Outcomes kept per subscription for its success rate.
+pub const RECENT: usize = 100;
+
+/// A subscription's recent history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub recent: Vec<bool>,
+    pub consecutive_failures: u32,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_failure: Option<DateTime<Utc>>,
 }
 
 /// Reads and writes attempts.
@@ -29,6 +56,16 @@ pub struct AttemptIndex {
     redis: ConnectionManager,
     retention: Duration,
 }
+
+/// The smallest attempt id at or after `at`.
+fn id_at(at: DateTime<Utc>) -> String {
+    format!(
+        "att_{}",
+        ulid::Ulid::from_parts(at.timestamp_millis().max(0) as u64, 0)
+    )
+}
+
+const SCAN_LIMIT: usize = 10_000;
 
 impl AttemptIndex {
     pub fn new(names: Names, redis: ConnectionManager, retention: Duration) -> Self {
@@ -48,21 +85,25 @@ impl AttemptIndex {
             Scope::Subscription(id) => self.names.redis_key(&["attempts", "subscription", id]),
             Scope::Event(id) => self.names.redis_key(&["attempts", "event", id]),
             Scope::Tenant(id) => self.names.redis_key(&["attempts", "tenant", id]),
+            Scope::TenantFailures(id) => self.names.redis_key(&["failures", "tenant", id]),
+            Scope::SubscriptionFailures(id) => {
+                self.names.redis_key(&["failures", "subscription", id])
+            }
         }
+    }
+
+    fn health_keys(&self, subscription_id: &str) -> (String, String) {
+        (
+            self.names.redis_key(&["health", subscription_id]),
+            self.names.redis_key(&["health", subscription_id, "recent"]),
+        )
     }
 
     /// Stores a batch in one round trip. Returns, per record, whether it was
     /// new (a redelivered record is stored once and counted once).
     pub async fn store(&self, records: &[(AttemptRecord, &[u8])]) -> Result<Vec<bool>, IndexError> {
         let ttl = self.retention.as_secs().max(1);
-        let oldest = format!(
-            "(att_{}",
-            ulid::Ulid::from_parts(
-                (chrono::Utc::now().timestamp_millis() as u64)
-                    .saturating_sub(self.retention.as_millis() as u64),
-                0
-            )
-        );
+        let oldest = format!("({}", id_at(Utc::now() - self.retention));
         let mut pipe = redis::pipe();
         for (record, json) in records {
             pipe.cmd("SET")
@@ -74,11 +115,16 @@ impl AttemptIndex {
         }
         let mut scopes: Vec<String> = Vec::new();
         for (record, _) in records {
-            for scope in [
+            let mut record_scopes = vec![
                 Scope::Subscription(record.subscription_id.clone()),
                 Scope::Event(record.event_id.clone()),
                 Scope::Tenant(record.tenant.clone()),
-            ] {
+            ];
+            if record.give_up.is_some() {
+                record_scopes.push(Scope::TenantFailures(record.tenant.clone()));
+                record_scopes.push(Scope::SubscriptionFailures(record.subscription_id.clone()));
+            }
+            for scope in record_scopes {
                 let key = self.scope_key(&scope);
                 pipe.cmd("ZADD").arg(&key).arg(0).arg(&record.id).ignore();
                 scopes.push(key);
@@ -96,44 +142,167 @@ impl AttemptIndex {
         }
         let mut redis = self.redis.clone();
         let replies: Vec<Option<String>> = pipe.query_async(&mut redis).await?;
-        Ok(replies.into_iter().map(|r| r.is_some()).collect())
+        let new: Vec<bool> = replies.into_iter().map(|r| r.is_some()).collect();
+        self.record_health(
+            records
+                .iter()
+                .zip(&new)
+                .filter(|(_, new)| **new)
+                .map(|((r, _), _)| r),
+            ttl,
+        )
+        .await?;
+        Ok(new)
     }
 
-    /// Attempts of `scope`, newest first, older than `before` (an attempt id)
-    /// if given; at most `limit`, plus whether more follow.
+    async fn record_health<'a>(
+        &self,
+        records: impl Iterator<Item = &'a AttemptRecord>,
+        ttl: u64,
+    ) -> Result<(), IndexError> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for record in records {
+            any = true;
+            let (hash, recent) = self.health_keys(&record.subscription_id);
+            let at = (record.started_at
+                + chrono::Duration::milliseconds(record.duration_ms as i64))
+            .timestamp_millis();
+            let success = record.outcome.is_success();
+            pipe.cmd("LPUSH")
+                .arg(&recent)
+                .arg(if success { "1" } else { "0" })
+                .ignore();
+            pipe.cmd("LTRIM")
+                .arg(&recent)
+                .arg(0)
+                .arg(RECENT - 1)
+                .ignore();
+            if success {
+                pipe.cmd("HSET")
+                    .arg(&hash)
+                    .arg("consecutive")
+                    .arg(0)
+                    .arg("last_success")
+                    .arg(at)
+                    .ignore();
+            } else {
+                pipe.cmd("HINCRBY")
+                    .arg(&hash)
+                    .arg("consecutive")
+                    .arg(1)
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg(&hash)
+                    .arg("last_failure")
+                    .arg(at)
+                    .ignore();
+            }
+            pipe.cmd("EXPIRE").arg(&hash).arg(ttl).ignore();
+            pipe.cmd("EXPIRE").arg(&recent).arg(ttl).ignore();
+        }
+        if any {
+            let mut redis = self.redis.clone();
+            pipe.query_async::<()>(&mut redis).await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription's recent history.
+    pub async fn health(&self, subscription_id: &str) -> Result<Health, IndexError> {
+        let (hash, recent) = self.health_keys(subscription_id);
+        let mut redis = self.redis.clone();
+        let (outcomes, fields): (Vec<String>, std::collections::HashMap<String, i64>) =
+            redis::pipe()
+                .cmd("LRANGE")
+                .arg(&recent)
+                .arg(0)
+                .arg(-1)
+                .cmd("HGETALL")
+                .arg(&hash)
+                .query_async(&mut redis)
+                .await?;
+        let at = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|ms| DateTime::from_timestamp_millis(*ms))
+        };
+        Ok(Health {
+            recent: outcomes.iter().map(|o| o == "1").collect(),
+            consecutive_failures: fields.get("consecutive").copied().unwrap_or(0).max(0) as u32,
+            last_success: at("last_success"),
+            last_failure: at("last_failure"),
+        })
+    }
+
+    /// Attempts of `scope` passing `filter`, newest first, older than
+    /// `before` (an attempt id) if given; at most `limit`, and whether more follow.
     pub async fn list(
         &self,
         scope: &Scope,
+        filter: &Filter,
         before: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<AttemptRecord>, bool), IndexError> {
-        let max = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let mut max = match (before, filter.until) {
+            (Some(id), Some(until)) => format!("({}", std::cmp::min(id.to_owned(), id_at(until))),
+            (Some(id), None) => format!("({id}"),
+            (None, Some(until)) => format!("({}", id_at(until)),
+            (None, None) => "+".to_owned(),
+        };
+        let min = filter
+            .since
+            .map_or_else(|| "-".to_owned(), |since| format!("[{}", id_at(since)));
+        let key = self.scope_key(scope);
+        let chunk = if filter.outcome.is_some() {
+            200
+        } else {
+            limit + 1
+        };
         let mut redis = self.redis.clone();
-        let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
-            .arg(self.scope_key(scope))
-            .arg(&max)
-            .arg("-")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit + 1)
-            .query_async(&mut redis)
-            .await?;
-        let more = ids.len() > limit;
-        let ids = &ids[..ids.len().min(limit)];
-        if ids.is_empty() {
-            return Ok((Vec::new(), false));
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&key)
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(chunk)
+                .query_async(&mut redis)
+                .await?;
+            let exhausted = ids.len() < chunk;
+            scanned += ids.len();
+            if let Some(last) = ids.last() {
+                max = format!("({last}");
+            }
+            if !ids.is_empty() {
+                let keys: Vec<String> = ids.iter().map(|id| self.attempt_key(id)).collect();
+                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut redis)
+                    .await?;
+                found.extend(
+                    values
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|json| serde_json::from_slice::<AttemptRecord>(&json).ok())
+                        .filter(|r| {
+                            filter
+                                .outcome
+                                .as_deref()
+                                .is_none_or(|o| r.outcome.as_str() == o)
+                        }),
+                );
+            }
+            if found.len() > limit || exhausted || scanned >= SCAN_LIMIT {
+                break;
+            }
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.attempt_key(id)).collect();
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await?;
-        let records = values
-            .into_iter()
-            .flatten()
-            .filter_map(|json| serde_json::from_slice(&json).ok())
-            .collect();
-        Ok((records, more))
+        let more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, more))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<AttemptRecord>, IndexError> {

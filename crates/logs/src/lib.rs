@@ -3,11 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod consumer;
+pub mod events;
+pub mod fleet;
+pub mod health;
 pub mod index;
 pub mod metrics;
+pub mod replay;
 pub mod service;
 
 pub use consumer::AttemptConsumer;
 pub use index::AttemptIndex;
 pub use metrics::Metrics;
+pub use replay::Replayer;
 pub use service::LogService;

@@ -6,20 +6,29 @@ use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::delivery_logs_server::{DeliveryLogs, DeliveryLogsServer};
 use tonic::{Request, Response, Status};
 
-use crate::index::{AttemptIndex, IndexError, Scope};
+use chrono::{DateTime, Utc};
+
+use crate::index::{AttemptIndex, Filter, IndexError, Scope};
+use crate::replay::Replayer;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
 
-/// Serves attempts from the Redis index.
+/// Serves attempts from the Redis index, replays, events and health.
 #[derive(Clone)]
 pub struct LogService {
     index: AttemptIndex,
+    replayer: Replayer,
+    bucket: async_nats::jetstream::kv::Store,
 }
 
 impl LogService {
-    pub fn new(index: AttemptIndex) -> Self {
-        Self { index }
+    pub fn new(replayer: Replayer, bucket: async_nats::jetstream::kv::Store) -> Self {
+        Self {
+            index: replayer.index.clone(),
+            replayer,
+            bucket,
+        }
     }
 
     pub fn into_server(self) -> DeliveryLogsServer<Self> {
@@ -55,6 +64,56 @@ pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
             .give_up
             .map(|g| g.as_str().to_owned())
             .unwrap_or_default(),
+        redelivery: record.redelivery,
+    }
+}
+
+fn time(at: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, Status> {
+    at.as_ref()
+        .map(|t| {
+            DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                .ok_or_else(|| Status::invalid_argument(format!("{field}: out of range")))
+        })
+        .transpose()
+}
+
+fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<&str>), Status> {
+    let limit = match page_size {
+        0 => DEFAULT_PAGE,
+        n if n > MAX_PAGE => {
+            return Err(Status::invalid_argument(format!(
+                "page_size: at most {MAX_PAGE}"
+            )))
+        }
+        n => n,
+    };
+    let before = (!page_token.is_empty()).then_some(page_token);
+    if before.is_some_and(|t| !t.starts_with("att_")) {
+        return Err(Status::invalid_argument(
+            "page_token: not a token returned by this listing",
+        ));
+    }
+    Ok((limit as usize, before))
+}
+
+impl LogService {
+    async fn listing(
+        &self,
+        scope: &Scope,
+        filter: &Filter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
+        let (limit, before) = page(page_size, page_token)?;
+        let (records, more) = self.index.list(scope, filter, before, limit).await?;
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListAttemptsResponse {
+            attempts: records.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
     }
 }
 
@@ -79,30 +138,13 @@ impl DeliveryLogs for LogService {
                 "exactly one of subscription_id, event_id or tenant must be set",
             ));
         };
-        let limit = match request.page_size {
-            0 => DEFAULT_PAGE,
-            n if n > MAX_PAGE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: at most {MAX_PAGE}"
-                )))
-            }
-            n => n,
+        let filter = Filter {
+            outcome: (!request.outcome.is_empty()).then(|| request.outcome.clone()),
+            since: time(&request.since, "since")?,
+            until: time(&request.until, "until")?,
         };
-        let before = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
-        if before.is_some_and(|t| !t.starts_with("att_")) {
-            return Err(Status::invalid_argument(
-                "page_token: not a token returned by ListAttempts",
-            ));
-        }
-        let (records, more) = self.index.list(scope, before, limit as usize).await?;
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => last.id.clone(),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListAttemptsResponse {
-            attempts: records.into_iter().map(to_proto).collect(),
-            next_page_token,
-        }))
+        self.listing(scope, &filter, request.page_size, &request.page_token)
+            .await
     }
 
     async fn get_attempt(
@@ -121,5 +163,93 @@ impl DeliveryLogs for LogService {
                 "attempt {id} not found (or older than the retention)"
             ))),
         }
+    }
+
+    async fn list_failures(
+        &self,
+        request: Request<pb::ListFailuresRequest>,
+    ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
+        let request = request.into_inner();
+        let scope = match (
+            request.tenant.is_empty(),
+            request.subscription_id.is_empty(),
+        ) {
+            (false, true) => Scope::TenantFailures(request.tenant.clone()),
+            (true, false) => Scope::SubscriptionFailures(request.subscription_id.clone()),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exactly one of tenant or subscription_id must be set",
+                ))
+            }
+        };
+        let filter = Filter {
+            outcome: None,
+            since: time(&request.since, "since")?,
+            until: time(&request.until, "until")?,
+        };
+        self.listing(&scope, &filter, request.page_size, &request.page_token)
+            .await
+    }
+
+    async fn redeliver(
+        &self,
+        request: Request<pb::RedeliverRequest>,
+    ) -> Result<Response<pb::RedeliverResponse>, Status> {
+        let request = request.into_inner();
+        let webhook_id = self
+            .replayer
+            .redeliver(&request.event_id, &request.subscription_id)
+            .await?;
+        Ok(Response::new(pb::RedeliverResponse { webhook_id }))
+    }
+
+    async fn recover_failed(
+        &self,
+        request: Request<pb::RecoverFailedRequest>,
+    ) -> Result<Response<pb::RecoverFailedResponse>, Status> {
+        let request = request.into_inner();
+        let since = time(&request.since, "since")?
+            .ok_or_else(|| Status::invalid_argument("since: is required"))?;
+        let until = time(&request.until, "until")?.unwrap_or_else(Utc::now);
+        let event_ids = self
+            .replayer
+            .recover(&request.subscription_id, since, until)
+            .await?;
+        Ok(Response::new(pb::RecoverFailedResponse { event_ids }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let (events, next_page_token) =
+            crate::events::list(&self.replayer.js, &self.replayer.config, request.get_ref())
+                .await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+
+    async fn get_subscription_health(
+        &self,
+        request: Request<pb::GetSubscriptionHealthRequest>,
+    ) -> Result<Response<pb::SubscriptionHealth>, Status> {
+        let id = request.into_inner().subscription_id;
+        let entry = self
+            .bucket
+            .entry(id.as_str())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .ok_or_else(|| Status::not_found(format!("subscription {id} not found")))?;
+        let enabled =
+            serde_json::from_slice::<hookrelay_core::subscription::Subscription>(&entry.value)
+                .map(|s| s.enabled)
+                .unwrap_or(true);
+        let health = self.index.health(&id).await?;
+        Ok(Response::new(crate::health::to_proto(
+            &id, enabled, &health,
+        )))
     }
 }

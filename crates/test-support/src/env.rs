@@ -35,6 +35,7 @@ impl TestEnv {
         config.dispatcher.default_timeout = Duration::from_secs(2);
         config.dispatcher.ack_wait = Duration::from_secs(10);
         config.nats.ack_wait = Duration::from_secs(5);
+        config.logs.fleet_interval = Duration::from_millis(200);
         config.telemetry.level = "error".into();
         Self { config }
     }

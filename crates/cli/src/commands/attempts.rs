@@ -3,12 +3,14 @@
 use std::io::Write;
 
 use anyhow::bail;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient;
 
 use crate::connect::{channel, status};
 use crate::output;
+use crate::time::timestamp;
 
 #[derive(Debug, Subcommand)]
 pub enum AttemptsCommand {
@@ -20,6 +22,14 @@ pub enum AttemptsCommand {
         event: Option<String>,
         #[arg(long, group = "scope")]
         tenant: Option<String>,
+        /// Only this outcome: success, http_4xx, http_5xx, timeout, ...
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339 or a duration ago (`1h`).
+        #[arg(long, value_parser = crate::time::parse)]
+        since: Option<DateTime<Utc>>,
+        #[arg(long, value_parser = crate::time::parse)]
+        until: Option<DateTime<Utc>>,
         #[arg(long, default_value_t = 50)]
         page_size: u32,
         #[arg(long)]
@@ -41,6 +51,9 @@ pub async fn run(
             subscription,
             event,
             tenant,
+            outcome,
+            since,
+            until,
             page_size,
             page_token,
         } => {
@@ -54,23 +67,14 @@ pub async fn run(
                     tenant: tenant.unwrap_or_default(),
                     page_size,
                     page_token: page_token.unwrap_or_default(),
+                    outcome: outcome.unwrap_or_default(),
+                    since: timestamp(since),
+                    until: timestamp(until),
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
-            if json {
-                let list: Vec<_> = page.attempts.iter().map(output::attempt_json).collect();
-                output::print_json(
-                    out,
-                    &serde_json::json!({"attempts": list, "next_page_token": page.next_page_token}),
-                )
-            } else {
-                output::attempts_table(out, &page.attempts)?;
-                if !page.next_page_token.is_empty() {
-                    writeln!(out, "more: --page-token {}", page.next_page_token)?;
-                }
-                Ok(())
-            }
+            output::attempts_page(out, json, &page)
         }
         AttemptsCommand::Get { id } => {
             let attempt = client

@@ -1,8 +1,11 @@
 //! One module per command group.
 
 pub mod attempts;
+pub mod events;
+pub mod logs;
 pub mod publish;
 pub mod subscription;
+pub mod tail;
 
 /// Parses `key=value` arguments (`--label`, `--header`).
 pub fn key_value(text: &str) -> Result<(String, String), String> {

@@ -32,6 +32,8 @@ pub enum SubscriptionCommand {
     },
     /// Change fields of a subscription (read, change, write with a revision check).
     Update(UpdateArgs),
+    /// Recent success rate, failures in a row, last success and failure, state.
+    Health { id: String },
     /// Send a sample (or given) event now; show the request and response.
     Test {
         id: String,
@@ -376,6 +378,19 @@ pub async fn run(
                 .map_err(status)?
                 .into_inner();
             show(out, json, &updated)
+        }
+        SubscriptionCommand::Health { id } => {
+            let channel = channel(server).await?;
+            let mut logs =
+                hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient::new(channel);
+            let health = logs
+                .get_subscription_health(pb::GetSubscriptionHealthRequest {
+                    subscription_id: id,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::health(out, json, &health)
         }
         SubscriptionCommand::Test {
             id,

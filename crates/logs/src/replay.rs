@@ -1,0 +1,136 @@
+//! Replay: send one event to one subscription again, or every delivery of a
+//! subscription that finally failed in a window. New attempts carry the same
+//! `webhook-id` and are marked as redeliveries.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::signing::webhook_id;
+use hookrelay_core::Config;
+use tonic::Status;
+
+use crate::index::{AttemptIndex, Filter, Scope};
+
+/// Publishes redeliveries.
+#[derive(Clone)]
+pub struct Replayer {
+    pub config: Arc<Config>,
+    pub js: jetstream::Context,
+    pub index: AttemptIndex,
+}
+
+impl Replayer {
+    /// Sends `event_id` to `subscription_id` again; returns its `webhook-id`.
+    pub async fn redeliver(&self, event_id: &str, subscription_id: &str) -> Result<String, Status> {
+        if event_id.is_empty() || subscription_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "event_id and subscription_id are required",
+            ));
+        }
+        let (attempts, _) = self
+            .index
+            .list(
+                &Scope::Event(event_id.to_owned()),
+                &Filter::default(),
+                None,
+                1000,
+            )
+            .await?;
+        let original = attempts
+            .into_iter()
+            .find(|a| a.subscription_id == subscription_id)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no attempt of event {event_id} to subscription {subscription_id} (or older than the retention)"
+                ))
+            })?;
+        let event = hookrelay_core::nats::load_event(
+            &self.js,
+            &self.config,
+            original.source,
+            original.event_seq,
+        )
+        .await
+        .map_err(Status::unavailable)?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "event {event_id} is no longer retained in the events stream"
+            ))
+        })?;
+        let task = DeliveryTask {
+            subscription_id: subscription_id.to_owned(),
+            attempt: 1,
+            first_attempt_at: None,
+            source: original.source,
+            redelivery: true,
+            event,
+        };
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(
+                serde_json::to_vec(&task).expect("tasks serialize"),
+            ))
+            .message_id(format!(
+                "redeliver:{}:{}",
+                task.dedup_id(),
+                ulid::Ulid::new()
+            ));
+        self.js
+            .send_publish(
+                self.config.names().delivery_subject(&task.event.tenant),
+                publish,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(event = %event_id, subscription = %subscription_id, "redelivery queued");
+        Ok(webhook_id(event_id, subscription_id))
+    }
+
+    /// Sends again, once per event, every delivery to `subscription_id` that
+    /// finally failed between `since` and `until`.
+    pub async fn recover(
+        &self,
+        subscription_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Status> {
+        if subscription_id.is_empty() {
+            return Err(Status::invalid_argument("subscription_id is required"));
+        }
+        let filter = Filter {
+            outcome: None,
+            since: Some(since),
+            until: Some(until),
+        };
+        let scope = Scope::SubscriptionFailures(subscription_id.to_owned());
+        let mut events = Vec::new();
+        let mut seen = HashSet::new();
+        let mut before: Option<String> = None;
+        loop {
+            let (page, more) = self
+                .index
+                .list(&scope, &filter, before.as_deref(), 500)
+                .await?;
+            before = page.last().map(|a| a.id.clone());
+            for attempt in page {
+                if seen.insert(attempt.event_id.clone()) {
+                    events.push(attempt.event_id);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        // Oldest first, as they happened.
+        events.reverse();
+        for event_id in &events {
+            self.redeliver(event_id, subscription_id).await?;
+        }
+        Ok(events)
+    }
+}
