@@ -7,6 +7,7 @@ mod deploy;
 mod ingest;
 mod isolation;
 mod logs;
+mod replay;
 mod retries;
 mod roles;
 mod seeds;
