@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hookrelay_tests::support::{eventually, Receiver};
+use hookrelay_tests::support::{eventually, Receiver, Reply};
 use hookrelay_tests::Harness;
 
 struct Output {
@@ -336,4 +336,144 @@ async fn a_batched_subscription_from_the_command_line() {
         "{}",
         shown.stdout
     );
+}
+
+#[tokio::test]
+async fn tail_shows_a_delivery_within_a_second() {
+    use tokio::io::AsyncBufReadExt;
+
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let created = hookctl(
+        &hr,
+        &[
+            "--json",
+            "subscription",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            &receiver.url("/t"),
+            "--event-type",
+            "*",
+        ],
+    )
+    .await;
+    let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .env("HOOKCTL_NATS", &hr.env.config.nats.url)
+        .env("HOOKCTL_PREFIX", &hr.env.config.prefix)
+        .args(["tail", "--tenant", "acme"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("following "), "{first}");
+
+    hr.publish("acme", "user.created", br#"{"id":"e-tail","data":{}}"#)
+        .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let delivered = std::time::Instant::now();
+    let line = tokio::time::timeout(Duration::from_secs(1), lines.next_line())
+        .await
+        .expect("tail shows the attempt within a second")
+        .unwrap()
+        .unwrap();
+    assert!(delivered.elapsed() < Duration::from_secs(1));
+    assert!(
+        line.contains("event=e-tail") && line.contains("success 200"),
+        "{line}"
+    );
+    assert!(line.contains(created["id"].as_str().unwrap()), "{line}");
+}
+
+#[tokio::test]
+async fn failures_redeliver_events_and_health_from_the_command_line() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    receiver.push(Reply::status(500).body("nope"));
+    let created = hookctl(
+        &hr,
+        &[
+            "--json",
+            "subscription",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            &receiver.url("/x"),
+            "--event-type",
+            "*",
+            "--retry",
+            "none",
+        ],
+    )
+    .await;
+    let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    hookctl(
+        &hr,
+        &[
+            "publish",
+            "acme",
+            "order.paid",
+            r#"{"total":5}"#,
+            "--id",
+            "o-1",
+        ],
+    )
+    .await;
+    let failures = eventually("the failure listed", Duration::from_secs(10), || async {
+        let out = hookctl(&hr, &["failures", "--tenant", "acme"]).await;
+        out.stdout.contains("o-1").then_some(out.stdout)
+    })
+    .await;
+    assert!(
+        failures.contains("http_5xx") && failures.contains("500"),
+        "{failures}"
+    );
+
+    let redelivered = hookctl(&hr, &["redeliver", "o-1", &id]).await;
+    assert!(
+        redelivered
+            .stdout
+            .starts_with(&format!("redelivering o-1 to {id} (webhook-id msg_")),
+        "{}",
+        redelivered.stdout
+    );
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    let recovered = hookctl(&hr, &["recover", &id, "--since", "1h"]).await;
+    assert!(
+        recovered.stdout.starts_with("redelivering 1 failed events"),
+        "{}",
+        recovered.stdout
+    );
+
+    let events = hookctl(
+        &hr,
+        &["--json", "events", "list", "acme", "--type", "order.*"],
+    )
+    .await;
+    let events: serde_json::Value = serde_json::from_str(&events.stdout).unwrap();
+    assert_eq!(events["events"][0]["id"], "o-1");
+    assert_eq!(events["events"][0]["data"]["total"], 5);
+
+    let health = eventually(
+        "health after the redelivery",
+        Duration::from_secs(10),
+        || async {
+            let out = hookctl(&hr, &["--json", "subscription", "health", &id]).await;
+            let value: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            (value["recent_attempts"] == 3).then_some(value)
+        },
+    )
+    .await;
+    assert_eq!(health["state"], "healthy");
+    assert_eq!(health["consecutive_failures"], 0);
 }

@@ -41,3 +41,99 @@ fn kubernetes_carries_the_compose_config_and_it_is_valid() {
             && manifest.contains("mountPath: /etc/hookrelay")
     );
 }
+
+/// `hookrelay_*` names in a text (histogram series reduced to the family).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(found) = text[i..].find("hookrelay_") {
+        let start = i + found;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(family.to_owned());
+        i = end;
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_dashboard_and_alerts_query_only_exported_metrics() {
+    use hookrelay_proto::v1 as pb;
+    use hookrelay_tests::support::{Receiver, Reply};
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo("deploy/grafana/dashboards/hookrelay.json"))
+            .expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Deliveries per second by outcome",
+        "Success rate",
+        "Publish to delivery latency",
+        "Backlog by stream",
+        "Retries",
+        "Dead letters",
+        "Subscriptions by state",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "panel {wanted:?} missing from {titles:?}"
+        );
+    }
+    let queried: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut wanted = metric_names(&queried);
+    wanted.extend(metric_names(&repo("deploy/prometheus/alerts.yml")));
+    assert!(wanted.len() >= 15, "{wanted:?}");
+
+    // Every kind of traffic, so every metric family has samples.
+    let hr = hookrelay_tests::Harness::start().await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(|r, _| {
+        if r.body_str().contains("fail") {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let mut sub = crate::subscription("acme", &receiver.url("/m"), &["*"]);
+    sub.retry_policy = Some(pb::RetryPolicy {
+        policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
+    });
+    hr.create(sub).await;
+    hr.publish("acme", "m.ok", br#"{"data":{}}"#).await;
+    hr.publish("acme", "m.bad", br#"{"data":{"fail":1}}"#).await;
+    hr.publish("acme", "m.bad", b"not json").await;
+    receiver
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let exported = metric_names(&hr.metrics().await);
+        let missing: Vec<&String> = wanted.iter().filter(|m| !exported.contains(*m)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queried but never exported: {missing:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
