@@ -14,6 +14,10 @@ use tokio::process::{Child, Command};
 
 const EVENTS: usize = 200;
 
+/// The crash tests kill and restart processes under load: one at a time, so
+/// their timing does not depend on how many share the machine's two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Fails the first request of every `webhook-id`, accepts the rest.
 fn fail_first_attempt(receiver: &Receiver) {
     receiver.respond_with(|request: &Recorded, earlier: &[Recorded]| {
@@ -109,6 +113,7 @@ fn role_process(env: &TestEnv, role: &str) -> Child {
 
 #[tokio::test]
 async fn a_dispatcher_killed_mid_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let mut env = TestEnv::new();
     env.config.dispatcher.default_timeout = Duration::from_secs(1);
     env.config.dispatcher.ack_wait = Duration::from_secs(3);
@@ -219,6 +224,7 @@ async fn ready(hr: &Harness) -> bool {
 
 #[tokio::test]
 async fn redis_killed_and_restarted_mid_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let mut redis = OwnRedis::start().await;
     let mut env = TestEnv::new();
     env.config.redis.url = redis.url();
@@ -328,6 +334,7 @@ impl Drop for OwnNats {
 
 #[tokio::test]
 async fn nats_killed_and_restarted_mid_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let mut nats = OwnNats::start().await;
     let mut env = TestEnv::new();
     env.config.nats.url = nats.url();
@@ -361,6 +368,7 @@ async fn nats_killed_and_restarted_mid_load_loses_nothing() {
 
 #[tokio::test]
 async fn an_ingestor_killed_mid_window_loses_no_change() {
+    let _serial = SERIAL.lock().await;
     let env = TestEnv::new();
     let mut first = role_process(&env, "ingestor");
     let hr = Harness::start_roles(env, &[Role::Subscriptions, Role::Dispatcher, Role::Logs]).await;
@@ -401,7 +409,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         .redis_key(&["batch", &sub.id, "items"]);
     let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
     let redis = client.get_multiplexed_async_connection().await.unwrap();
-    eventually("every change buffered", Duration::from_secs(10), || {
+    eventually("every change buffered", Duration::from_secs(5), || {
         let mut redis = redis.clone();
         let items = items.clone();
         async move {
