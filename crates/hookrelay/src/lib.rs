@@ -105,6 +105,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
     let registry = prometheus::Registry::new();
+    // CPU, memory, file descriptors of this process.
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let health = Health::default();
     let client = hookrelay_core::nats::connect(&config, role.name()).await?;
     health.nats("nats", client.clone());

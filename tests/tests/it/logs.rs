@@ -223,4 +223,8 @@ async fn readiness_and_metrics_are_served() {
         );
     }
     assert!(metrics.contains("hookrelay_dispatcher_in_flight 0"));
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "process metrics of each service"
+    );
 }
