@@ -17,6 +17,31 @@ use tonic::transport::Channel;
 
 pub use hookrelay_test_support as support;
 
+/// A channel that sends a bearer token with every call.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Self(format!("Bearer {token}").parse().expect("ASCII token"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 /// A running hookrelay: one process's worth of services, or several roles
 /// each run on its own as they would be when scaled out.
 pub struct Harness {
@@ -107,14 +132,33 @@ impl Harness {
         format!("http://{}", self.grpc_addr)
     }
 
-    pub async fn subscriptions(&self) -> SubscriptionsClient<Channel> {
-        SubscriptionsClient::connect(self.grpc_url())
-            .await
-            .expect("connect gRPC")
+    /// Subscriptions client with the admin token.
+    pub async fn subscriptions(&self) -> SubscriptionsClient<Authed> {
+        self.subscriptions_as(TestEnv::ADMIN_TOKEN).await
     }
 
-    pub async fn logs(&self) -> DeliveryLogsClient<Channel> {
-        DeliveryLogsClient::connect(format!("http://{}", self.logs_addr))
+    /// Subscriptions client with `token`.
+    pub async fn subscriptions_as(&self, token: &str) -> SubscriptionsClient<Authed> {
+        SubscriptionsClient::with_interceptor(
+            self.channel(self.grpc_addr).await,
+            Bearer::new(token),
+        )
+    }
+
+    /// Delivery logs client with the admin token.
+    pub async fn logs(&self) -> DeliveryLogsClient<Authed> {
+        self.logs_as(TestEnv::ADMIN_TOKEN).await
+    }
+
+    /// Delivery logs client with `token`.
+    pub async fn logs_as(&self, token: &str) -> DeliveryLogsClient<Authed> {
+        DeliveryLogsClient::with_interceptor(self.channel(self.logs_addr).await, Bearer::new(token))
+    }
+
+    async fn channel(&self, addr: SocketAddr) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
             .await
             .expect("connect gRPC")
     }

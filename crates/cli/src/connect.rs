@@ -5,8 +5,52 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tonic::transport::{Channel, Endpoint};
 
+/// Where hookrelay is and the token to show it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+/// A channel that sends the bearer token with every call.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A gRPC channel to `server`, or an error saying how to fix the address.
-pub async fn channel(server: &str) -> anyhow::Result<Channel> {
+pub async fn channel(server: &Server) -> anyhow::Result<Authed> {
+    let bearer = match &server.token {
+        Some(token) => Some(
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| anyhow!("the token is not printable ASCII"))?,
+        ),
+        None => None,
+    };
+    let channel = connect(&server.url).await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer(bearer),
+    ))
+}
+
+async fn connect(server: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| anyhow!("--server {server:?} is not a valid URL: {e}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -19,6 +63,12 @@ pub async fn channel(server: &str) -> anyhow::Result<Channel> {
 
 /// `<code>: <message>` of a gRPC error, e.g. `invalid argument: subscription.url: …`.
 pub fn status(status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::Unauthenticated {
+        return anyhow!(
+            "unauthenticated: {} (pass --token, HOOKCTL_TOKEN, or a token file: --token-file / HOOKCTL_TOKEN_FILE, default .local/hookctl-token)",
+            status.message()
+        );
+    }
     let mut code = String::new();
     for c in format!("{:?}", status.code()).chars() {
         if c.is_uppercase() && !code.is_empty() {

@@ -21,6 +21,17 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// Bearer token of the API (else HOOKCTL_TOKEN, else the token file).
+    #[arg(long, global = true, env = "HOOKCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the token; scripts/run.sh writes .local/hookctl-token.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_TOKEN_FILE",
+        default_value = ".local/hookctl-token"
+    )]
+    pub token_file: std::path::PathBuf,
     /// NATS address, for `publish`.
     #[arg(
         long,
@@ -76,34 +87,43 @@ pub enum Command {
 
 /// Runs one command, printing to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let server = connect::Server {
+        url: cli.server.clone(),
+        token: cli
+            .token
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string(&cli.token_file)
+                    .ok()
+                    .map(|t| t.trim().to_owned())
+            })
+            .filter(|t| !t.is_empty()),
+    };
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Subscription(command) => {
-            commands::subscription::run(&cli.server, cli.json, *command, &mut out).await
+            commands::subscription::run(&server, cli.json, *command, &mut out).await
         }
         Command::Attempts(command) => {
-            commands::attempts::run(&cli.server, cli.json, command, &mut out).await
+            commands::attempts::run(&server, cli.json, command, &mut out).await
         }
         Command::Publish(args) => {
             commands::publish::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await
         }
         Command::Failures(args) => {
-            commands::logs::failures(&cli.server, cli.json, args, &mut out).await
+            commands::logs::failures(&server, cli.json, args, &mut out).await
         }
         Command::Redeliver {
             event,
             subscription,
-        } => commands::logs::redeliver(&cli.server, cli.json, event, subscription, &mut out).await,
+        } => commands::logs::redeliver(&server, cli.json, event, subscription, &mut out).await,
         Command::Recover {
             subscription,
             since,
             until,
-        } => {
-            commands::logs::recover(&cli.server, cli.json, subscription, since, until, &mut out)
-                .await
-        }
+        } => commands::logs::recover(&server, cli.json, subscription, since, until, &mut out).await,
         Command::Events(command) => {
-            commands::events::run(&cli.server, cli.json, command, &mut out).await
+            commands::events::run(&server, cli.json, command, &mut out).await
         }
         Command::Tail(args) => {
             commands::tail::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await

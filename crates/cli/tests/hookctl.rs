@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hookrelay_tests::support::{eventually, Receiver, Reply};
+use hookrelay_tests::support::{eventually, Receiver, Reply, TestEnv};
 use hookrelay_tests::Harness;
 
 struct Output {
@@ -14,6 +14,7 @@ struct Output {
 async fn hookctl(hr: &Harness, args: &[&str]) -> Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
         .env("HOOKCTL_SERVER", hr.grpc_url())
+        .env("HOOKCTL_TOKEN", TestEnv::ADMIN_TOKEN)
         .env("HOOKCTL_NATS", &hr.env.config.nats.url)
         .env("HOOKCTL_PREFIX", &hr.env.config.prefix)
         .args(args)
@@ -179,6 +180,24 @@ async fn errors_are_one_clear_line() {
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(
         stderr.starts_with("error: cannot reach hookrelay at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    let unauthenticated = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .args([
+            "--server",
+            &hr.grpc_url(),
+            "--token",
+            "wrong",
+            "subscription",
+            "list",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unauthenticated.stderr);
+    assert!(
+        stderr.starts_with("error: unauthenticated: unknown bearer token (pass --token"),
         "{stderr}"
     );
 }

@@ -40,6 +40,55 @@ pub struct Config {
     pub ingestor: IngestorConfig,
     pub dispatcher: DispatcherConfig,
     pub logs: LogsConfig,
+    pub auth: AuthConfig,
+}
+
+/// Bearer tokens of the gRPC API, hashed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthConfig {
+    /// Hex SHA-256 of the admin token (sees every tenant).
+    #[serde(default)]
+    pub admin_token_sha256: String,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One token and what it may see.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenConfig {
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// The tenant it is scoped to; `*` for admin.
+    pub tenant: String,
+}
+
+impl AuthConfig {
+    /// Every (hash, tenant) pair; tenant `None` for admin.
+    pub fn entries(&self) -> Vec<(String, Option<String>)> {
+        let mut entries: Vec<(String, Option<String>)> = self
+            .tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.sha256.to_ascii_lowercase(),
+                    (t.tenant != "*").then(|| t.tenant.clone()),
+                )
+            })
+            .collect();
+        if !self.admin_token_sha256.is_empty() {
+            entries.push((self.admin_token_sha256.to_ascii_lowercase(), None));
+        }
+        entries
+    }
+}
+
+/// The hex SHA-256 of a token, as `auth` stores it.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,6 +213,19 @@ impl Config {
         }
         if self.dispatcher.default_timeout.is_zero() {
             return invalid("dispatcher.default_timeout", "must be positive");
+        }
+        for (hash, tenant) in self.auth.entries() {
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return invalid(
+                    "auth",
+                    "token hashes are 64 hex characters (sha256sum of the token)",
+                );
+            }
+            if let Some(tenant) = tenant {
+                if let Err(message) = crate::event::check_token_path(&tenant, false) {
+                    return invalid("auth.tokens.tenant", &message);
+                }
+            }
         }
         if self.dispatcher.ack_wait <= self.dispatcher.default_timeout {
             return invalid(

@@ -23,6 +23,8 @@ struct State {
 pub struct SubscriptionIndex {
     state: RwLock<State>,
     loaded: watch::Sender<bool>,
+    /// The last KV revision applied.
+    revision: watch::Sender<u64>,
 }
 
 impl SubscriptionIndex {
@@ -30,6 +32,7 @@ impl SubscriptionIndex {
         Arc::new(Self {
             state: RwLock::default(),
             loaded: watch::channel(false).0,
+            revision: watch::channel(0).0,
         })
     }
 
@@ -106,6 +109,15 @@ impl SubscriptionIndex {
         let _ = rx.wait_for(|loaded| *loaded).await;
     }
 
+    /// Waits (at most `timeout`) until every KV write up to `revision` is in
+    /// the index; false if it is not by then.
+    pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     fn apply(&self, entry: &kv::Entry) {
         match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<Subscription>(&entry.value) {
@@ -171,6 +183,7 @@ impl SubscriptionIndex {
                         Some(Ok(entry)) => {
                             index.apply(&entry);
                             last_revision = entry.revision;
+                            index.revision.send_replace(entry.revision);
                             if entry.delta == 0 || entry.seen_current {
                                 index.loaded.send_replace(true);
                             }

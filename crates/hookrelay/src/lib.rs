@@ -90,6 +90,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Client(#[from] hookrelay_dispatcher::sender::ClientError),
+    #[error("auth: no API tokens configured; set auth.admin_token_sha256 (HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256) to the SHA-256 hex of a bearer token, or auth.tokens")]
+    NoTokens,
     #[error("the gRPC listener is required for role {0}")]
     NoGrpcListener(&'static str),
     #[error("server: {0}")]
@@ -104,6 +106,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
+    let auth = hookrelay_proto::auth::Authenticator::new(&config.auth);
+    if role.serves_grpc() && auth.is_empty() {
+        return Err(StartError::NoTokens);
+    }
     let registry = prometheus::Registry::new();
     // CPU, memory, file descriptors of this process.
     registry.register(Box::new(
@@ -174,6 +180,7 @@ pub async fn run(
             metrics: hookrelay_ingestor::Metrics::register(&registry)?,
             ready: health.flag("ingestor"),
             batcher: hookrelay_ingestor::batch::Batcher::new(config.names(), redis.clone()),
+            bucket: bucket.clone(),
         });
         tasks.spawn(ingestor.clone().run_flusher(work.clone()));
         tasks.spawn(ingestor.run(work.clone()));
@@ -244,7 +251,7 @@ pub async fn run(
             };
             LogService::new(replayer, bucket.clone())
         });
-        let grpc = startup::grpc_router(subscriptions, logs)
+        let grpc = startup::grpc_router(subscriptions, logs, auth.clone())
             .await
             .map_err(StartError::Serve)?;
         let stop = shutdown.clone();

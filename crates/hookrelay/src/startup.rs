@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hookrelay_core::health::Health;
 use hookrelay_logs::LogService;
+use hookrelay_proto::auth::Authenticator;
 use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
 use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
 use hookrelay_subscriptions::SubscriptionService;
@@ -77,6 +78,7 @@ pub fn watch_redis(
 pub async fn grpc_router(
     subscriptions: Option<SubscriptionService>,
     logs: Option<LogService>,
+    auth: Authenticator,
 ) -> Result<tonic::transport::server::Router, String> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // v1 and v1alpha: older grpcurl and Postman builds speak only v1alpha.
@@ -106,11 +108,19 @@ pub async fn grpc_router(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    // Health and reflection stay open; the API needs a bearer token.
     if let Some(subscriptions) = subscriptions {
-        routes.add_service(subscriptions.into_server());
+        let auth = auth.clone();
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            subscriptions.into_server(),
+            move |request| auth.check(request),
+        ));
     }
     if let Some(logs) = logs {
-        routes.add_service(logs.into_server());
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            logs.into_server(),
+            move |request| auth.check(request),
+        ));
     }
     Ok(tonic::transport::Server::builder().add_routes(routes.routes()))
 }

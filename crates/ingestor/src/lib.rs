@@ -50,6 +50,8 @@ pub struct Ingestor {
     pub metrics: Metrics,
     pub ready: Flag,
     pub batcher: batch::Batcher,
+    /// The subscriptions bucket, to know how far the index must have caught up.
+    pub bucket: async_nats::jetstream::kv::Store,
 }
 
 impl Ingestor {
@@ -89,6 +91,7 @@ impl Ingestor {
             let Some(chunk) = chunk else {
                 return Err(IngestError::Ended);
             };
+            self.catch_up().await;
             let mut ok = Vec::with_capacity(chunk.len());
             for message in chunk {
                 match message {
@@ -206,6 +209,29 @@ impl Ingestor {
             }
         }
         Ok(())
+    }
+
+    /// Waits until the index holds every subscription written before this
+    /// batch was fetched, so one created a moment before an event matches it
+    /// even when this process's KV watch lags (another process wrote it).
+    async fn catch_up(&self) {
+        let last = match self.bucket.status().await {
+            Ok(status) => status.info.state.last_sequence,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the subscriptions bucket's revision");
+                return;
+            }
+        };
+        if !self
+            .index
+            .wait_for_revision(last, Duration::from_secs(2))
+            .await
+        {
+            tracing::warn!(
+                revision = last,
+                "subscription index still behind the bucket after 2s"
+            );
+        }
     }
 
     /// Adds `event`'s change to a batched subscription's buffer. A template

@@ -1,6 +1,8 @@
 //! The `hookrelay.v1.DeliveryLogs` gRPC service.
 
 use hookrelay_core::delivery::AttemptRecord;
+use hookrelay_core::subscription::Subscription;
+use hookrelay_proto::auth::Caller;
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::delivery_logs_server::{DeliveryLogs, DeliveryLogsServer};
@@ -96,7 +98,39 @@ fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<&str>), Statu
     Ok((limit as usize, before))
 }
 
+/// A tenant token may only name its own tenant.
+fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), Status> {
+    match caller.tenant() {
+        Some(own) if own != tenant => Err(Status::permission_denied(format!(
+            "tenant {tenant:?}: this token is scoped to tenant {own:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl LogService {
+    /// A subscription the caller may see; another tenant's is NOT_FOUND.
+    async fn subscription(&self, caller: &Caller, id: &str) -> Result<Subscription, Status> {
+        let not_found = || Status::not_found(format!("subscription {id} not found"));
+        if id.is_empty() {
+            return Err(Status::invalid_argument("subscription_id is required"));
+        }
+        let entry = self
+            .bucket
+            .entry(id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .ok_or_else(not_found)?;
+        let subscription: Subscription = serde_json::from_slice(&entry.value)
+            .map_err(|e| Status::internal(format!("unreadable subscription: {e}")))?;
+        if caller.sees(&subscription.tenant) {
+            Ok(subscription)
+        } else {
+            Err(not_found())
+        }
+    }
+
     async fn listing(
         &self,
         scope: &Scope,
@@ -123,7 +157,14 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::ListAttemptsRequest>,
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        if !request.subscription_id.is_empty() {
+            self.subscription(&caller, &request.subscription_id).await?;
+        }
+        if !request.tenant.is_empty() {
+            check_tenant(&caller, &request.tenant)?;
+        }
         let scopes: Vec<Scope> = [
             (!request.subscription_id.is_empty())
                 .then(|| Scope::Subscription(request.subscription_id.clone())),
@@ -151,6 +192,7 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::GetAttemptRequest>,
     ) -> Result<Response<pb::Attempt>, Status> {
+        let caller = Caller::of(&request);
         let id = request.into_inner().id;
         if !id.starts_with("att_") {
             return Err(Status::invalid_argument(format!(
@@ -158,8 +200,8 @@ impl DeliveryLogs for LogService {
             )));
         }
         match self.index.get(&id).await? {
-            Some(record) => Ok(Response::new(to_proto(record))),
-            None => Err(Status::not_found(format!(
+            Some(record) if caller.sees(&record.tenant) => Ok(Response::new(to_proto(record))),
+            _ => Err(Status::not_found(format!(
                 "attempt {id} not found (or older than the retention)"
             ))),
         }
@@ -207,7 +249,9 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::RecoverFailedRequest>,
     ) -> Result<Response<pb::RecoverFailedResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        self.subscription(&caller, &request.subscription_id).await?;
         let since = time(&request.since, "since")?
             .ok_or_else(|| Status::invalid_argument("since: is required"))?;
         let until = time(&request.until, "until")?.unwrap_or_else(Utc::now);
@@ -235,18 +279,9 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::GetSubscriptionHealthRequest>,
     ) -> Result<Response<pb::SubscriptionHealth>, Status> {
+        let caller = Caller::of(&request);
         let id = request.into_inner().subscription_id;
-        let entry = self
-            .bucket
-            .entry(id.as_str())
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .ok_or_else(|| Status::not_found(format!("subscription {id} not found")))?;
-        let enabled =
-            serde_json::from_slice::<hookrelay_core::subscription::Subscription>(&entry.value)
-                .map(|s| s.enabled)
-                .unwrap_or(true);
+        let enabled = self.subscription(&caller, &id).await?.enabled;
         let health = self.index.health(&id).await?;
         Ok(Response::new(crate::health::to_proto(
             &id, enabled, &health,

@@ -1,5 +1,7 @@
 //! Generated gRPC types and services of `proto/hookrelay/v1`.
 
+pub mod auth;
+
 /// `hookrelay.v1`: subscriptions and delivery logs.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

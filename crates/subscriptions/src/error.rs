@@ -11,6 +11,8 @@ pub enum ApiError {
     Unimplemented { field: String, message: String },
     #[error("subscription {0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("subscription {id} is at revision {current}, not {expected}: read it again and retry")]
     StaleRevision {
         id: String,
@@ -47,6 +49,7 @@ impl From<ApiError> for Status {
             ApiError::Invalid { .. } => Code::InvalidArgument,
             ApiError::Unimplemented { .. } => Code::Unimplemented,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::StaleRevision { .. } | ApiError::Conflict(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,

@@ -6,6 +6,7 @@ use chrono::Utc;
 use hookrelay_core::signing::generate_secret;
 use hookrelay_core::subscription::{StoredSecret, Subscription};
 use hookrelay_dispatcher::sender::Sender;
+use hookrelay_proto::auth::Caller;
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
@@ -33,6 +34,17 @@ impl SubscriptionService {
             store,
             sender,
             default_timeout,
+        }
+    }
+
+    /// A subscription the caller may see; another tenant's is NOT_FOUND,
+    /// exactly like a missing one.
+    async fn visible(&self, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
+        let sub = self.store.get(id).await?;
+        if caller.sees(&sub.tenant) {
+            Ok(sub)
+        } else {
+            Err(ApiError::NotFound(id.to_owned()))
         }
     }
 
@@ -88,6 +100,16 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
     }
 }
 
+/// A tenant token may only name its own tenant.
+fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), ApiError> {
+    match caller.tenant() {
+        Some(own) if own != tenant => Err(ApiError::PermissionDenied(format!(
+            "tenant {tenant:?}: this token is scoped to tenant {own:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A stale `expected` (0 skips the check) is refused before any write.
 fn check_revision(sub: &Subscription, expected: u64) -> Result<(), ApiError> {
     if expected != 0 && expected != sub.revision {
@@ -110,7 +132,14 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
-        let input = required(request.into_inner().subscription)?;
+        let caller = Caller::of(&request);
+        let mut input = required(request.into_inner().subscription)?;
+        if let Some(own) = caller.tenant() {
+            if input.tenant.is_empty() {
+                input.tenant = own.to_owned();
+            }
+        }
+        check_tenant(&caller, &input.tenant)?;
         if !input.id.is_empty() {
             return Err(ApiError::invalid(
                 "subscription.id",
@@ -159,7 +188,8 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let sub = self.store.get(&request.into_inner().id).await?;
+        let caller = Caller::of(&request);
+        let sub = self.visible(&caller, &request.into_inner().id).await?;
         Ok(Response::new(to_proto(&sub)))
     }
 
@@ -167,7 +197,14 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        let request = request.into_inner();
+        let caller = Caller::of(&request);
+        let mut request = request.into_inner();
+        if let Some(own) = caller.tenant() {
+            if request.tenant.is_empty() {
+                request.tenant = own.to_owned();
+            }
+            check_tenant(&caller, &request.tenant)?;
+        }
         let limit = match request.page_size {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
@@ -194,9 +231,11 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::UpdateSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let input = required(request.subscription)?;
-        let mut sub = self.store.get(&input.id).await?;
+        let mut sub = self.visible(&caller, &input.id).await?;
+        check_tenant(&caller, &input.tenant)?;
         check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
         let revision = sub.revision;
@@ -211,8 +250,9 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let sub = self.store.get(&request.id).await?;
+        let sub = self.visible(&caller, &request.id).await?;
         check_revision(&sub, request.expected_revision)?;
         self.store.delete(&sub.id, sub.revision).await?;
         tracing::info!(subscription = %sub.id, "subscription deleted");
@@ -223,8 +263,9 @@ impl Subscriptions for SubscriptionService {
         &self,
         request: Request<pb::SendTestEventRequest>,
     ) -> Result<Response<pb::SendTestEventResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let sub = self.store.get(&request.id).await?;
+        let sub = self.visible(&caller, &request.id).await?;
         let event = crate::test_event::event_for(&sub, &request.event_type, &request.data)?;
         let response =
             crate::test_event::send(&self.sender, self.default_timeout, &sub, &event).await?;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hookrelay_core::config::{token_sha256, AuthConfig, TokenConfig};
 use hookrelay_core::Config;
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -12,6 +13,13 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Bearer token seeing every tenant.
+    pub const ADMIN_TOKEN: &'static str = "test-admin-token";
+    /// Bearer token scoped to tenant `acme`.
+    pub const ACME_TOKEN: &'static str = "test-acme-token";
+    /// Bearer token scoped to tenant `globex`.
+    pub const GLOBEX_TOKEN: &'static str = "test-globex-token";
+
     /// A config with a fresh prefix, ephemeral ports and short timeouts.
     /// `HOOKRELAY_TEST_NATS_URL` / `HOOKRELAY_TEST_REDIS_URL` override the
     /// local servers.
@@ -36,6 +44,16 @@ impl TestEnv {
         config.dispatcher.ack_wait = Duration::from_secs(10);
         config.nats.ack_wait = Duration::from_secs(5);
         config.logs.fleet_interval = Duration::from_millis(200);
+        config.auth = AuthConfig {
+            admin_token_sha256: token_sha256(Self::ADMIN_TOKEN),
+            tokens: [("acme", Self::ACME_TOKEN), ("globex", Self::GLOBEX_TOKEN)]
+                .into_iter()
+                .map(|(tenant, token)| TokenConfig {
+                    sha256: token_sha256(token),
+                    tenant: tenant.into(),
+                })
+                .collect(),
+        };
         config.telemetry.level = "error".into();
         Self { config }
     }

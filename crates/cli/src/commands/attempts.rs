@@ -40,7 +40,7 @@ pub enum AttemptsCommand {
 }
 
 pub async fn run(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     command: AttemptsCommand,
     out: &mut impl Write,

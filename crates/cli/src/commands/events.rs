@@ -36,7 +36,7 @@ pub struct ListArgs {
 }
 
 pub async fn run(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     command: EventsCommand,
     out: &mut impl Write,

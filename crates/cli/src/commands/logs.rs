@@ -31,7 +31,7 @@ pub struct FailuresArgs {
 
 /// Deliveries that gave up, newest first.
 pub async fn failures(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     args: FailuresArgs,
     out: &mut impl Write,
@@ -57,7 +57,7 @@ pub async fn failures(
 
 /// Sends one event to one subscription again.
 pub async fn redeliver(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     event: String,
     subscription: String,
@@ -89,7 +89,7 @@ pub async fn redeliver(
 
 /// Sends again every delivery of a subscription that gave up in a window.
 pub async fn recover(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     subscription: String,
     since: DateTime<Utc>,

@@ -260,7 +260,7 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
 }
 
 pub async fn run(
-    server: &str,
+    server: &crate::connect::Server,
     json: bool,
     command: SubscriptionCommand,
     out: &mut impl Write,

@@ -1,0 +1,142 @@
+//! Bearer-token authentication of the gRPC API, and the caller's scope.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hookrelay_core::config::{token_sha256, AuthConfig};
+use tonic::{Request, Status};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Sees every tenant.
+    Admin,
+    /// Sees one tenant only.
+    Tenant(String),
+}
+
+impl Caller {
+    /// The caller of a request that went through [`Authenticator::check`];
+    /// requests that did not (in-process calls) act as admin.
+    pub fn of<T>(request: &Request<T>) -> Caller {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Admin)
+    }
+
+    /// Whether this caller may see `tenant`'s data.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(own) => own == tenant,
+        }
+    }
+
+    /// The tenant a tenant token is scoped to.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Tenant(tenant) => Some(tenant),
+        }
+    }
+}
+
+/// Checks `authorization: Bearer <token>` against the configured hashes.
+#[derive(Clone)]
+pub struct Authenticator {
+    tokens: Arc<HashMap<String, Caller>>,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Self {
+        let tokens = config
+            .entries()
+            .into_iter()
+            .map(|(hash, tenant)| (hash, tenant.map_or(Caller::Admin, Caller::Tenant)))
+            .collect();
+        Self {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// A tonic interceptor: UNAUTHENTICATED without a valid token; the
+    /// caller is attached to the request otherwise. The token is never logged.
+    pub fn check(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+        let caller = self
+            .tokens
+            .get(&token_sha256(token))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookrelay_core::config::TokenConfig;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            admin_token_sha256: token_sha256("root"),
+            tokens: vec![TokenConfig {
+                sha256: token_sha256("acme-token"),
+                tenant: "acme".into(),
+            }],
+        })
+    }
+
+    fn with(header: Option<&str>) -> Result<Caller, Status> {
+        let mut request = Request::new(());
+        if let Some(value) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        auth().check(request).map(|r| Caller::of(&r))
+    }
+
+    #[test]
+    fn tokens_map_to_callers() {
+        assert_eq!(with(Some("Bearer root")).unwrap(), Caller::Admin);
+        assert_eq!(
+            with(Some("Bearer acme-token")).unwrap(),
+            Caller::Tenant("acme".into())
+        );
+        for (header, message) in [
+            (None, "missing bearer token"),
+            (Some("Basic abc"), "authorization must be"),
+            (Some("Bearer nope"), "unknown bearer token"),
+        ] {
+            let status = with(header).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert!(
+                status.message().starts_with(message),
+                "{}",
+                status.message()
+            );
+        }
+        assert!(Caller::Tenant("acme".into()).sees("acme"));
+        assert!(!Caller::Tenant("acme".into()).sees("globex"));
+    }
+}
