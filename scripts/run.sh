@@ -5,4 +5,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/toolchain.sh
 scripts/services.sh
+
+# The API needs a bearer token: make one on first run, keep it for hookctl
+# (which reads .local/hookctl-token), and give hookrelay only its hash.
+mkdir -p .local
+if [ ! -s .local/hookctl-token ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .local/hookctl-token)
+    echo "admin token written to .local/hookctl-token (hookctl reads it from there)"
+fi
+export HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256="${HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256:-$(tr -d '\n' < .local/hookctl-token | sha256sum | cut -d' ' -f1)}"
+# Quickstart receivers live on this machine: allow loopback destinations.
+export HOOKRELAY_DISPATCHER__ALLOW_PRIVATE="${HOOKRELAY_DISPATCHER__ALLOW_PRIVATE:-[\"127.0.0.0/8\", \"::1/128\"]}"
 exec cargo run --release -p hookrelay -- "$@"

@@ -135,6 +135,7 @@ pub struct TelemetryConfig {
 pub struct LimitsConfig {
     pub max_event_bytes: usize,
     pub max_response_body_bytes: usize,
+    pub max_subscriptions_per_tenant: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +152,9 @@ pub struct DispatcherConfig {
     pub default_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// CIDRs delivered to although private (loopback, RFC 1918, ...).
+    #[serde(default)]
+    pub allow_private: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,9 +268,14 @@ mod tests {
                 "prefix = \"fromfile\"\n[nats]\nurl = \"nats://127.0.0.1:1\"",
             )?;
             jail.set_env("HOOKRELAY_NATS__URL", "nats://127.0.0.1:2");
+            jail.set_env(
+                "HOOKRELAY_DISPATCHER__ALLOW_PRIVATE",
+                r#"["127.0.0.0/8", "::1/128"]"#,
+            );
             let config = Config::load(Some(Path::new("hr.toml"))).unwrap();
             assert_eq!(config.prefix, "fromfile");
             assert_eq!(config.nats.url, "nats://127.0.0.1:2");
+            assert_eq!(config.dispatcher.allow_private, ["127.0.0.0/8", "::1/128"]);
             Ok(())
         });
     }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod deliver;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod request;

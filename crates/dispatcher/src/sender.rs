@@ -3,12 +3,16 @@
 //! outcome rather than an error.
 
 use std::error::Error as _;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use hookrelay_core::delivery::{Outcome, RecordedResponse};
 use hookrelay_core::subscription::SuccessRule;
+
+use crate::guard::Guard;
 
 /// A request ready to send.
 #[derive(Debug, Clone)]
@@ -48,6 +52,7 @@ impl SendResult {
 pub struct Sender {
     client: reqwest::Client,
     max_body: usize,
+    guard: Guard,
 }
 
 /// The HTTP client could not be built.
@@ -56,8 +61,9 @@ pub struct Sender {
 pub struct ClientError(#[from] reqwest::Error);
 
 impl Sender {
-    pub fn new(max_body: usize) -> Result<Self, ClientError> {
+    pub fn new(max_body: usize, guard: Guard) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(guard.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(256)
@@ -65,7 +71,16 @@ impl Sender {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Self { client, max_body })
+        Ok(Self {
+            client,
+            max_body,
+            guard,
+        })
+    }
+
+    /// The destination guard, for checks when subscriptions are saved.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Sends `request`, judging the status by `rule`.
@@ -76,11 +91,43 @@ impl Sender {
         rule: SuccessRule,
     ) -> SendResult {
         let started = tokio::time::Instant::now();
+        let mut url = match url::Url::parse(&request.url) {
+            Ok(url) => url,
+            Err(error) => {
+                return SendResult::without_response(
+                    Outcome::Error,
+                    &format!("invalid URL: {error}"),
+                )
+            }
+        };
+        let mut host_header = None;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            if let Err(reason) = self.guard.policy.check(ip) {
+                return SendResult::without_response(Outcome::Blocked, &reason);
+            }
+            // Plain HTTP to an IP goes through the guard's resolver and dialer
+            // too, under a stand-in name; the Host header keeps the original.
+            if url.scheme() == "http" {
+                host_header = Some(match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_owned(),
+                });
+                let _ = url.set_host(Some(&crate::guard::literal_name(ip)));
+            }
+        }
         let mut builder = self
             .client
-            .request(request.method, &request.url)
+            .request(request.method, url)
             .timeout(timeout)
             .body(request.body);
+        if let Some(host) = host_header {
+            builder = builder.header(http::header::HOST, host);
+        }
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
@@ -194,7 +241,9 @@ fn classify_error(error: &reqwest::Error, timeout: Duration) -> (Outcome, String
     }
     let chain = error_chain(error);
     let lower = chain.to_ascii_lowercase();
-    if lower.contains("dns error") || lower.contains("failed to lookup") {
+    if let Some(at) = chain.find(crate::guard::BLOCKED) {
+        (Outcome::Blocked, chain[at..].to_owned())
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") {
         (Outcome::DnsError, chain)
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
     {

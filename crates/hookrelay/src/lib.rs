@@ -11,6 +11,9 @@ use std::time::Duration;
 use hookrelay_core::health::Health;
 use hookrelay_core::index::SubscriptionIndex;
 use hookrelay_core::Config;
+use hookrelay_dispatcher::guard::{
+    AddressPolicy, Dialer, DirectDialer, Guard, Resolver, SystemResolver,
+};
 use hookrelay_dispatcher::{Dispatcher, RetrySchedule};
 use hookrelay_ingestor::Ingestor;
 use hookrelay_logs::{AttemptConsumer, AttemptIndex, LogService};
@@ -92,10 +95,29 @@ pub enum StartError {
     Client(#[from] hookrelay_dispatcher::sender::ClientError),
     #[error("auth: no API tokens configured; set auth.admin_token_sha256 (HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256) to the SHA-256 hex of a bearer token, or auth.tokens")]
     NoTokens,
+    #[error("dispatcher.allow_private: {0}")]
+    AllowList(String),
     #[error("the gRPC listener is required for role {0}")]
     NoGrpcListener(&'static str),
     #[error("server: {0}")]
     Serve(String),
+}
+
+/// How deliveries reach the network: the system resolver and direct
+/// connections, or (tests) ones that never leave loopback.
+#[derive(Clone)]
+pub struct Net {
+    pub resolver: Arc<dyn Resolver>,
+    pub dialer: Arc<dyn Dialer>,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Self {
+            resolver: Arc::new(SystemResolver),
+            dialer: Arc::new(DirectDialer),
+        }
+    }
 }
 
 /// Runs `role` until `shutdown`, then drains in-flight work.
@@ -105,7 +127,21 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    run_with(config, role, listeners, shutdown, Net::default()).await
+}
+
+/// [`run`] with the given network access.
+pub async fn run_with(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    net: Net,
+) -> Result<(), StartError> {
     let config = Arc::new(config);
+    let policy =
+        AddressPolicy::new(&config.dispatcher.allow_private).map_err(StartError::AllowList)?;
+    let guard = Guard::new(policy, net.resolver, net.dialer);
     let auth = hookrelay_proto::auth::Authenticator::new(&config.auth);
     if role.serves_grpc() && auth.is_empty() {
         return Err(StartError::NoTokens);
@@ -192,7 +228,10 @@ pub async fn run(
             index: index.clone(),
             bucket: bucket.clone(),
             schedule: RetrySchedule::new(&config.names(), redis.clone()),
-            sender: hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes)?,
+            sender: hookrelay_dispatcher::Sender::new(
+                config.limits.max_response_body_bytes,
+                guard.clone(),
+            )?,
             metrics: hookrelay_dispatcher::Metrics::register(&registry)?,
             ready: health.flag("dispatcher"),
             scheduler_ready: health.flag("retry scheduler"),
@@ -232,15 +271,18 @@ pub async fn run(
         let subscriptions = role
             .runs(Role::Subscriptions)
             .then(|| {
-                hookrelay_dispatcher::Sender::new(config.limits.max_response_body_bytes).map(
-                    |sender| {
-                        SubscriptionService::new(
-                            Store::new(bucket.clone()),
-                            sender,
-                            config.dispatcher.default_timeout,
-                        )
-                    },
+                hookrelay_dispatcher::Sender::new(
+                    config.limits.max_response_body_bytes,
+                    guard.clone(),
                 )
+                .map(|sender| {
+                    SubscriptionService::new(
+                        Store::new(bucket.clone()),
+                        sender,
+                        config.dispatcher.default_timeout,
+                        config.limits.max_subscriptions_per_tenant,
+                    )
+                })
             })
             .transpose()?;
         let logs = attempt_index.map(|index| {

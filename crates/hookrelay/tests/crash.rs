@@ -105,6 +105,7 @@ fn role_process(env: &TestEnv, role: &str) -> Child {
         .env("HOOKRELAY_DISPATCHER__DEFAULT_TIMEOUT", "1s")
         .env("HOOKRELAY_DISPATCHER__ACK_WAIT", "3s")
         .env("HOOKRELAY_TELEMETRY__LEVEL", "error")
+        .env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", r#"["127.0.0.0/8"]"#)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -13,6 +13,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("subscription {id} is at revision {current}, not {expected}: read it again and retry")]
     StaleRevision {
         id: String,
@@ -50,6 +52,7 @@ impl From<ApiError> for Status {
             ApiError::Unimplemented { .. } => Code::Unimplemented,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::StaleRevision { .. } | ApiError::Conflict(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,

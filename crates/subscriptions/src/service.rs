@@ -25,16 +25,47 @@ pub struct SubscriptionService {
     store: Store,
     sender: Sender,
     default_timeout: Duration,
+    max_per_tenant: usize,
 }
 
 impl SubscriptionService {
     /// `sender` and `default_timeout` serve SendTestEvent.
-    pub fn new(store: Store, sender: Sender, default_timeout: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        sender: Sender,
+        default_timeout: Duration,
+        max_per_tenant: usize,
+    ) -> Self {
         Self {
             store,
             sender,
             default_timeout,
+            max_per_tenant,
         }
+    }
+
+    /// Refuses destinations the guard would refuse at delivery time.
+    async fn check_destination(&self, url: &str) -> Result<(), ApiError> {
+        self.sender
+            .guard()
+            .check_url(url)
+            .await
+            .map_err(|m| ApiError::invalid("subscription.url", m))
+    }
+
+    /// Refuses a subscription beyond the tenant's allowance.
+    async fn check_tenant_room(&self, tenant: &str) -> Result<(), ApiError> {
+        let (existing, _) = self
+            .store
+            .list(Some(tenant), "", self.max_per_tenant)
+            .await?;
+        if existing.len() >= self.max_per_tenant {
+            return Err(ApiError::ResourceExhausted(format!(
+                "tenant {tenant} has {} subscriptions, the most allowed (limits.max_subscriptions_per_tenant)",
+                existing.len()
+            )));
+        }
+        Ok(())
     }
 
     /// A subscription the caller may see; another tenant's is NOT_FOUND,
@@ -148,6 +179,8 @@ impl Subscriptions for SubscriptionService {
             .into());
         }
         let spec = validate::spec(&input)?;
+        self.check_destination(&spec.url).await?;
+        self.check_tenant_room(&spec.tenant).await?;
         let now = Utc::now();
         let secret = generate_secret();
         let mut sub = Subscription {
@@ -238,6 +271,9 @@ impl Subscriptions for SubscriptionService {
         check_tenant(&caller, &input.tenant)?;
         check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
+        if spec.url != sub.url {
+            self.check_destination(&spec.url).await?;
+        }
         let revision = sub.revision;
         apply(&mut sub, spec);
         sub.updated_at = Utc::now();
@@ -271,5 +307,47 @@ impl Subscriptions for SubscriptionService {
             crate::test_event::send(&self.sender, self.default_timeout, &sub, &event).await?;
         tracing::info!(subscription = %sub.id, outcome = %response.outcome, "test event sent");
         Ok(Response::new(response))
+    }
+
+    async fn rotate_secret(
+        &self,
+        request: Request<pb::RotateSecretRequest>,
+    ) -> Result<Response<pb::RotateSecretResponse>, Status> {
+        let caller = Caller::of(&request);
+        let request = request.into_inner();
+        let grace = match request.grace {
+            None => Duration::from_secs(24 * 3600),
+            Some(grace) => Duration::try_from(grace)
+                .ok()
+                .filter(|g| *g <= Duration::from_secs(7 * 24 * 3600))
+                .ok_or_else(|| ApiError::invalid("grace", "must be between 0s and 7 days"))?,
+        };
+        let mut sub = self.visible(&caller, &request.id).await?;
+        let now = Utc::now();
+        let expires_at = now + chrono::Duration::from_std(grace).expect("grace fits");
+        // Earlier rotations' secrets that already stopped signing are dropped.
+        sub.secrets
+            .retain(|s| s.expires_at.is_none_or(|at| at > now));
+        for previous in &mut sub.secrets {
+            previous.expires_at = Some(
+                previous
+                    .expires_at
+                    .map_or(expires_at, |at| at.min(expires_at)),
+            );
+        }
+        let secret = generate_secret();
+        sub.secrets.push(StoredSecret {
+            secret: secret.clone(),
+            created_at: now,
+            expires_at: None,
+        });
+        sub.updated_at = now;
+        let revision = sub.revision;
+        let sub = self.store.update(sub, revision).await?;
+        tracing::info!(subscription = %sub.id, "signing secret rotated");
+        Ok(Response::new(pb::RotateSecretResponse {
+            secret,
+            previous_expires_at: Some(timestamp(expires_at)),
+        }))
     }
 }

@@ -44,6 +44,7 @@ impl TestEnv {
         config.dispatcher.ack_wait = Duration::from_secs(10);
         config.nats.ack_wait = Duration::from_secs(5);
         config.logs.fleet_interval = Duration::from_millis(200);
+        config.dispatcher.allow_private = vec!["127.0.0.0/8".into()];
         config.auth = AuthConfig {
             admin_token_sha256: token_sha256(Self::ADMIN_TOKEN),
             tokens: [("acme", Self::ACME_TOKEN), ("globex", Self::GLOBEX_TOKEN)]
