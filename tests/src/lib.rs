@@ -72,6 +72,11 @@ impl Harness {
 
     /// Each of `roles` as its own server; returns once all are ready.
     pub async fn start_roles(env: TestEnv, roles: &[Role]) -> Self {
+        Self::start_net(env, roles, hookrelay::Net::default()).await
+    }
+
+    /// Like [`Harness::start_roles`], resolving and dialing through `net`.
+    pub async fn start_net(env: TestEnv, roles: &[Role], net: hookrelay::Net) -> Self {
         hookrelay_core::telemetry::init(&env.config.telemetry);
         let unset: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let (mut grpc_addr, mut logs_addr) = (unset, unset);
@@ -92,11 +97,12 @@ impl Harness {
                 }
             }
             http_addrs.push(listeners.http.local_addr().unwrap());
-            tasks.push(tokio::spawn(hookrelay::run(
+            tasks.push(tokio::spawn(hookrelay::run_with(
                 env.config.clone(),
                 role,
                 listeners,
                 shutdown.clone(),
+                net.clone(),
             )));
         }
         let client = async_nats::connect(&env.config.nats.url)
@@ -224,5 +230,71 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A network for tests that never leaves loopback: names resolve from a
+/// table the test edits, and any non-loopback address that gets past the
+/// guard is recorded and sent to a dead loopback port instead.
+#[derive(Clone, Default)]
+pub struct TestNet {
+    names:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>>,
+    dialed: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+impl TestNet {
+    /// Makes `name` resolve to `ips`.
+    pub fn set(&self, name: &str, ips: &[&str]) {
+        let ips = ips.iter().map(|ip| ip.parse().expect("IP")).collect();
+        self.names.lock().unwrap().insert(name.to_owned(), ips);
+    }
+
+    /// Non-loopback addresses a connection was attempted to.
+    pub fn dialed_outside(&self) -> Vec<SocketAddr> {
+        self.dialed.lock().unwrap().clone()
+    }
+
+    pub fn net(&self) -> hookrelay::Net {
+        hookrelay::Net {
+            resolver: std::sync::Arc::new(self.clone()),
+            dialer: std::sync::Arc::new(self.clone()),
+        }
+    }
+}
+
+impl hookrelay_dispatcher::guard::Resolver for TestNet {
+    fn resolve(
+        &self,
+        host: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>,
+    > {
+        let found = self.names.lock().unwrap().get(&host).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no test record for {host}"),
+                )
+            })
+        })
+    }
+}
+
+impl hookrelay_dispatcher::guard::Dialer for TestNet {
+    fn dial(&self, addr: SocketAddr) -> SocketAddr {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_loopback() {
+            addr
+        } else {
+            self.dialed.lock().unwrap().push(addr);
+            "127.0.0.1:9".parse().unwrap()
+        }
     }
 }

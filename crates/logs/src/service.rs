@@ -184,8 +184,15 @@ impl DeliveryLogs for LogService {
             since: time(&request.since, "since")?,
             until: time(&request.until, "until")?,
         };
-        self.listing(scope, &filter, request.page_size, &request.page_token)
-            .await
+        let mut response = self
+            .listing(scope, &filter, request.page_size, &request.page_token)
+            .await?;
+        // An event id is not tenant-scoped: show only the caller's attempts.
+        response
+            .get_mut()
+            .attempts
+            .retain(|a| caller.sees(&a.tenant));
+        Ok(response)
     }
 
     async fn get_attempt(
@@ -211,7 +218,14 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::ListFailuresRequest>,
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        if !request.subscription_id.is_empty() {
+            self.subscription(&caller, &request.subscription_id).await?;
+        }
+        if !request.tenant.is_empty() {
+            check_tenant(&caller, &request.tenant)?;
+        }
         let scope = match (
             request.tenant.is_empty(),
             request.subscription_id.is_empty(),
@@ -237,7 +251,9 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::RedeliverRequest>,
     ) -> Result<Response<pb::RedeliverResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        self.subscription(&caller, &request.subscription_id).await?;
         let webhook_id = self
             .replayer
             .redeliver(&request.event_id, &request.subscription_id)
@@ -266,6 +282,7 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        check_tenant(&Caller::of(&request), &request.get_ref().tenant)?;
         let (events, next_page_token) =
             crate::events::list(&self.replayer.js, &self.replayer.config, request.get_ref())
                 .await?;

@@ -95,7 +95,12 @@ pub struct Receiver {
 impl Receiver {
     /// Starts answering 200 to everything.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Starts on another loopback address (Linux routes all of 127.0.0.0/8).
+    pub async fn start_on(ip: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");

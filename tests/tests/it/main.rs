@@ -10,6 +10,7 @@ mod logs;
 mod replay;
 mod retries;
 mod roles;
+mod security;
 mod seeds;
 mod signature;
 mod subscriptions_api;

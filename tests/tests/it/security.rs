@@ -1,0 +1,460 @@
+//! Bad input, SSRF, tenants and tokens, secret rotation. No connection ever
+//! leaves loopback: names resolve from a test table, and anything that got
+//! past the guard would be recorded instead of dialed.
+
+use std::time::Duration;
+
+use hookrelay::Role;
+use hookrelay_proto::v1 as pb;
+use hookrelay_tests::support::{Receiver, TestEnv};
+use hookrelay_tests::{Harness, TestNet};
+use tonic::Code;
+
+use crate::signature::verify;
+use crate::subscription;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Loopback is allowed only at 127.0.0.2, where the receivers listen, so
+/// 127.0.0.1 stands for "a loopback address nobody allowed".
+async fn guarded() -> (Harness, TestNet) {
+    let mut env = TestEnv::new();
+    env.config.dispatcher.allow_private = vec!["127.0.0.2/32".into()];
+    env.config.limits.max_event_bytes = 64 * 1024;
+    let net = TestNet::default();
+    net.set("internal.test", &["10.0.0.1"]);
+    net.set("metadata.test", &["169.254.169.254"]);
+    net.set("mixed.test", &["fd00::1", "192.168.0.7"]);
+    net.set("receiver.test", &["127.0.0.2"]);
+    let hr = Harness::start_net(env, &[Role::All], net.net()).await;
+    (hr, net)
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_errors_and_good_traffic_still_flows() {
+    let (hr, net) = guarded().await;
+    let ok = |url: &str| subscription("acme", url, &["*"]);
+    let long_url = format!("https://example.test/{}", "a".repeat(3000));
+    let many_headers = pb::RequestSpec {
+        headers: (0..33)
+            .map(|i| (format!("x-h{i}"), "v".to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    let big_template = pb::RequestSpec {
+        envelope: pb::Envelope::Custom as i32,
+        template: format!(r#"{{"a":"{}"}}"#, "x".repeat(70_000)),
+        ..Default::default()
+    };
+    let cases: Vec<(pb::Subscription, Code, &str)> = vec![
+        (ok("http://169.254.169.254/latest/meta-data"), Code::InvalidArgument, "subscription.url: destination blocked: 169.254.169.254 is a link-local (cloud metadata) address"),
+        (ok("http://[::ffff:127.0.0.1]/"), Code::InvalidArgument, "subscription.url: destination blocked: 127.0.0.1 is a loopback address"),
+        (ok("http://[::1]:8080/"), Code::InvalidArgument, "subscription.url: destination blocked: ::1 is a loopback address"),
+        (ok("http://100.64.1.1/"), Code::InvalidArgument, "subscription.url: destination blocked: 100.64.1.1 is a CGNAT address"),
+        (ok("http://internal.test/hook"), Code::InvalidArgument, "subscription.url: internal.test resolves to a refused address: destination blocked: 10.0.0.1 is a private address"),
+        (ok("http://metadata.test/"), Code::InvalidArgument, "subscription.url: metadata.test resolves to a refused address: destination blocked: 169.254.169.254"),
+        (ok("http://mixed.test/"), Code::InvalidArgument, "subscription.url: mixed.test resolves to a refused address: destination blocked: fd00::1 is a private (unique local) address"),
+        (ok("http://nowhere.test/"), Code::InvalidArgument, "subscription.url: nowhere.test does not resolve"),
+        (ok("gopher://example.test/"), Code::InvalidArgument, "subscription.url: scheme \"gopher\" is not http or https"),
+        (ok(&long_url), Code::InvalidArgument, "subscription.url: at most 2048 bytes"),
+        (pb::Subscription { request: Some(many_headers), ..ok("https://example.test/") }, Code::InvalidArgument, "subscription.request.headers: at most 32 headers"),
+        (pb::Subscription { request: Some(big_template), ..ok("https://example.test/") }, Code::InvalidArgument, "subscription.request.template: at most 65536 bytes"),
+        (pb::Subscription { event_types: vec!["a.>".into()], ..ok("https://example.test/") }, Code::InvalidArgument, "subscription.event_types[0]"),
+    ];
+    let mut client = hr.subscriptions().await;
+    for (sub, code, message) in cases {
+        let status = client
+            .create_subscription(pb::CreateSubscriptionRequest {
+                subscription: Some(sub),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(
+            status.message().starts_with(message),
+            "{:?} !~ {message:?}",
+            status.message()
+        );
+    }
+
+    // Events: malformed bodies and subjects go to the DLQ with the reason.
+    let names = hr.env.config.names();
+    for (subject, body) in [
+        (names.event_subject("acme", "x.y"), b"{oops".to_vec()),
+        (names.event_subject("acme", "x.y"), vec![b' '; 100_000]),
+        (
+            format!("{}.events.acme", names.prefix()),
+            br#"{"data":{}}"#.to_vec(),
+        ),
+    ] {
+        hr.js
+            .publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // Good traffic still flows, by name and by address.
+    let receiver = Receiver::start_on("127.0.0.2").await;
+    let port = receiver
+        .url("/")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    hr.create(ok(&format!("http://receiver.test:{port}/by-name")))
+        .await;
+    hr.create(ok(&receiver.url("/by-address"))).await;
+    hr.publish("acme", "x.y", br#"{"data":{"good":true}}"#)
+        .await;
+    let requests = receiver.wait_for(2, WAIT).await;
+    assert!(requests.iter().any(
+        |r| r.path == "/by-name" && r.header("host") == Some(&format!("receiver.test:{port}"))
+    ));
+    assert!(requests.iter().any(|r| r.path == "/by-address"));
+
+    let dlq = hr.js.get_stream(names.dlq_stream()).await.unwrap();
+    let mut reasons = Vec::new();
+    for seq in 1..=3 {
+        let message = dlq.get_raw_message(seq).await.unwrap();
+        reasons.push(
+            message
+                .headers
+                .get("Hookrelay-Dlq-Reason")
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+    }
+    assert!(
+        reasons[0].starts_with("body is not valid JSON"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("over the 65536 byte limit"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].starts_with("subject"), "{reasons:?}");
+    assert!(
+        net.dialed_outside().is_empty(),
+        "dialed outside loopback: {:?}",
+        net.dialed_outside()
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_changes_to_a_private_address_is_blocked_at_connect_time() {
+    let (hr, net) = guarded().await;
+    let receiver = Receiver::start_on("127.0.0.2").await;
+    let port = receiver
+        .url("/")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    net.set("shifty.test", &["127.0.0.2"]);
+    let mut sub = subscription("acme", &format!("http://shifty.test:{port}/hook"), &["*"]);
+    sub.retry_policy = Some(pb::RetryPolicy {
+        policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
+    });
+    let (sub, _) = hr.create(sub).await;
+    // DNS rebinding: after the check on save, the name points inside.
+    net.set("shifty.test", &["10.0.0.1", "::ffff:192.168.1.1"]);
+    hr.publish("acme", "x.y", br#"{"data":{}}"#).await;
+    let attempt = crate::logs::wait_attempts(&hr, &sub.id, 1).await.remove(0);
+    assert_eq!(attempt.outcome, "blocked");
+    assert!(
+        attempt
+            .reason
+            .contains("destination blocked: 10.0.0.1 is a private address"),
+        "{}",
+        attempt.reason
+    );
+    assert_eq!(attempt.give_up_reason, "no_retry");
+    assert!(receiver.requests().is_empty());
+    assert!(
+        net.dialed_outside().is_empty(),
+        "dialed outside loopback: {:?}",
+        net.dialed_outside()
+    );
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_data_through_every_rpc() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (theirs, _) = hr
+        .create(subscription("globex", &receiver.url("/g"), &["*"]))
+        .await;
+    hr.publish("globex", "x.y", br#"{"id":"g-1","data":{}}"#)
+        .await;
+    let their_attempt = crate::logs::wait_attempts(&hr, &theirs.id, 1)
+        .await
+        .remove(0);
+
+    let mut subs = hr.subscriptions_as(TestEnv::ACME_TOKEN).await;
+    let mut logs = hr.logs_as(TestEnv::ACME_TOKEN).await;
+    // Its own tenant works, and an empty tenant means its own.
+    let mine = subs
+        .create_subscription(pb::CreateSubscriptionRequest {
+            subscription: Some(subscription("", &receiver.url("/a"), &["*"])),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(mine.tenant, "acme");
+
+    let denied = |s: tonic::Status| (s.code(), s.message().to_owned());
+    let not_found = format!("subscription {} not found", theirs.id);
+    let other = subscription("globex", &receiver.url("/x"), &["*"]);
+    assert_eq!(
+        denied(
+            subs.create_subscription(pb::CreateSubscriptionRequest {
+                subscription: Some(other)
+            })
+            .await
+            .unwrap_err()
+        ),
+        (
+            Code::PermissionDenied,
+            "tenant \"globex\": this token is scoped to tenant \"acme\"".to_owned()
+        )
+    );
+    let id = theirs.id.clone();
+    let checks: Vec<(&str, tonic::Status)> = vec![
+        (
+            "get",
+            subs.get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "update",
+            subs.update_subscription(pb::UpdateSubscriptionRequest {
+                subscription: Some(theirs.clone()),
+                expected_revision: 0,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "delete",
+            subs.delete_subscription(pb::DeleteSubscriptionRequest {
+                id: id.clone(),
+                expected_revision: 0,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "test",
+            subs.send_test_event(pb::SendTestEventRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "rotate",
+            subs.rotate_secret(pb::RotateSecretRequest {
+                id: id.clone(),
+                grace: None,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "list attempts",
+            logs.list_attempts(pb::ListAttemptsRequest {
+                subscription_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "failures",
+            logs.list_failures(pb::ListFailuresRequest {
+                subscription_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "redeliver",
+            logs.redeliver(pb::RedeliverRequest {
+                event_id: "g-1".into(),
+                subscription_id: id.clone(),
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "recover",
+            logs.recover_failed(pb::RecoverFailedRequest {
+                subscription_id: id.clone(),
+                since: Some(prost_types::Timestamp::default()),
+                until: None,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "health",
+            logs.get_subscription_health(pb::GetSubscriptionHealthRequest {
+                subscription_id: id.clone(),
+            })
+            .await
+            .unwrap_err(),
+        ),
+    ];
+    for (rpc, status) in checks {
+        assert_eq!(
+            (rpc, status.code()),
+            (rpc, Code::NotFound),
+            "{rpc}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().starts_with(&not_found) || status.message().contains(&id),
+            "{rpc}: {}",
+            status.message()
+        );
+    }
+    let attempt = logs
+        .get_attempt(pb::GetAttemptRequest {
+            id: their_attempt.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(attempt.code(), Code::NotFound);
+    for status in [
+        logs.list_attempts(pb::ListAttemptsRequest {
+            tenant: "globex".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+        logs.list_failures(pb::ListFailuresRequest {
+            tenant: "globex".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+        logs.list_events(pb::ListEventsRequest {
+            tenant: "globex".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+        subs.list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant: "globex".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    ] {
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{}",
+            status.message()
+        );
+    }
+    // Listings without a tenant show only its own.
+    let listed = subs
+        .list_subscriptions(pb::ListSubscriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .subscriptions
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        [mine.id.as_str()]
+    );
+    let by_event = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            event_id: "g-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(by_event.attempts.is_empty());
+    // The other tenant's token sees its own.
+    let mut globex = hr.subscriptions_as(TestEnv::GLOBEX_TOKEN).await;
+    globex
+        .get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
+        .await
+        .unwrap();
+
+    for token in ["", "not-a-token"] {
+        let status = hr
+            .subscriptions_as(token)
+            .await
+            .list_subscriptions(pb::ListSubscriptionsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn during_a_rotation_old_and_new_secrets_both_verify() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (sub, old) = hr
+        .create(subscription("acme", &receiver.url("/r"), &["*"]))
+        .await;
+    let rotated = hr
+        .subscriptions()
+        .await
+        .rotate_secret(pb::RotateSecretRequest {
+            id: sub.id.clone(),
+            grace: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rotated.secret.starts_with("whsec_") && rotated.secret != old);
+    let expires = rotated.previous_expires_at.unwrap().seconds - chrono::Utc::now().timestamp();
+    assert!((3590..=3600).contains(&expires), "{expires}");
+    hr.publish("acme", "x.y", br#"{"data":{"n":1}}"#).await;
+    let request = receiver.wait_for(1, WAIT).await.remove(0);
+    let (id, ts, signature) = (
+        request.header("webhook-id").unwrap(),
+        request.header("webhook-timestamp").unwrap(),
+        request.header("webhook-signature").unwrap(),
+    );
+    assert_eq!(signature.split(' ').count(), 2, "{signature}");
+    assert!(
+        verify(&old, id, ts, &request.body, signature),
+        "a receiver still on the old secret accepts"
+    );
+    assert!(
+        verify(&rotated.secret, id, ts, &request.body, signature),
+        "a receiver on the new secret accepts"
+    );
+    // Neither secret appears anywhere the API returns.
+    let shown = hr
+        .subscriptions()
+        .await
+        .get_subscription(pb::GetSubscriptionRequest { id: sub.id })
+        .await
+        .unwrap();
+    let text = format!("{:?}", shown.into_inner());
+    assert!(!text.contains(&old[6..]) && !text.contains(&rotated.secret[6..]));
+}
