@@ -129,6 +129,18 @@ async fn create_publish_and_see_the_attempt() {
         "error: invalid argument: subscription.retry_policy.interval.for: must be at least every"
     );
 
+    let rotated = hookctl(&hr, &["subscription", "rotate", &id, "--grace", "1h"]).await;
+    assert!(
+        rotated.stdout.starts_with("secret: whsec_"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        rotated.stdout.contains("previous secrets sign until"),
+        "{}",
+        rotated.stdout
+    );
+
     let deleted = hookctl(&hr, &["subscription", "delete", &id]).await;
     assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));
 }

@@ -32,6 +32,13 @@ pub enum SubscriptionCommand {
     },
     /// Change fields of a subscription (read, change, write with a revision check).
     Update(UpdateArgs),
+    /// Mint a new signing secret; the old ones keep signing for the grace period.
+    Rotate {
+        id: String,
+        /// How long the previous secrets keep signing (default 24h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+    },
     /// Recent success rate, failures in a row, last success and failure, state.
     Health { id: String },
     /// Send a sample (or given) event now; show the request and response.
@@ -378,6 +385,31 @@ pub async fn run(
                 .map_err(status)?
                 .into_inner();
             show(out, json, &updated)
+        }
+        SubscriptionCommand::Rotate { id, grace } => {
+            let rotated = client
+                .rotate_secret(pb::RotateSecretRequest {
+                    id,
+                    grace: grace.and_then(|g| prost_types::Duration::try_from(g).ok()),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let expires = rotated
+                .previous_expires_at
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            if json {
+                output::print_json(
+                    out,
+                    &serde_json::json!({"secret": rotated.secret, "previous_expires_at": expires}),
+                )
+            } else {
+                writeln!(out, "secret: {} (shown once, store it now)", rotated.secret)?;
+                writeln!(out, "previous secrets sign until {expires}")?;
+                Ok(())
+            }
         }
         SubscriptionCommand::Health { id } => {
             let channel = channel(server).await?;
