@@ -214,24 +214,37 @@ impl Guard {
 /// Name standing for an IP-literal destination, so connections to it go
 /// through the guard and the dialer like any other.
 pub fn literal_name(ip: IpAddr) -> String {
-    let text = ip.to_string().replace([':', '.'], "-");
-    format!("ip-{text}.literal.hookrelay.invalid")
+    let text = match ip {
+        IpAddr::V4(v4) => format!("ip4-{}", v4.to_string().replace('.', "-")),
+        IpAddr::V6(v6) => format!(
+            "ip6-{}",
+            v6.octets()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    };
+    format!("{text}.literal.hookrelay.invalid")
 }
 
 fn literal_ip(name: &str) -> Option<IpAddr> {
-    let text = name
-        .strip_prefix("ip-")?
-        .strip_suffix(".literal.hookrelay.invalid")?;
-    text.replace('-', ".")
-        .parse::<Ipv4Addr>()
-        .map(IpAddr::V4)
-        .ok()
-        .or_else(|| {
-            text.replace('-', ":")
-                .parse::<Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
-        })
+    let text = name.strip_suffix(".literal.hookrelay.invalid")?;
+    if let Some(v4) = text.strip_prefix("ip4-") {
+        return v4
+            .replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4);
+    }
+    let hex = text.strip_prefix("ip6-")?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut octets = [0u8; 16];
+    for (i, octet) in octets.iter_mut().enumerate() {
+        *octet = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(octets)))
 }
 
 impl reqwest::dns::Resolve for Guard {
