@@ -71,8 +71,12 @@ impl Harness {
     }
 
     /// Each of `roles` as its own server; returns once all are ready.
+    /// Names resolve from a test table (`example.test` is loopback), so no
+    /// test depends on, or reaches, real DNS.
     pub async fn start_roles(env: TestEnv, roles: &[Role]) -> Self {
-        Self::start_net(env, roles, hookrelay::Net::default()).await
+        let net = TestNet::default();
+        net.set("example.test", &["127.0.0.1"]);
+        Self::start_net(env, roles, net.net()).await
     }
 
     /// Like [`Harness::start_roles`], resolving and dialing through `net`.
