@@ -145,61 +145,103 @@ async fn a_dispatcher_killed_mid_load_loses_nothing() {
     .await;
 }
 
-/// A redis-server of the test's own, with AOF on, that can be killed.
-struct OwnRedis {
+/// A redis-server or nats-server of the test's own, on a free loopback
+/// port with its data in a temporary folder, that can be killed and
+/// started again on the same port and data.
+struct OwnServer {
+    kind: Kind,
     port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
 }
 
-impl OwnRedis {
-    async fn start() -> Self {
+#[derive(Clone, Copy)]
+enum Kind {
+    /// AOF on, fsync always.
+    Redis,
+    /// JetStream on disk.
+    Nats,
+}
+
+impl OwnServer {
+    async fn start(kind: Kind) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!("hookrelay-redis-{port}"));
+        let dir = std::env::temp_dir().join(format!("hookrelay-own-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self {
+        let mut server = Self {
+            kind,
             port,
             dir,
             child: None,
         };
-        redis.spawn().await;
-        redis
+        server.spawn().await;
+        server
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let port = self.port.to_string();
+        match self.kind {
+            Kind::Redis => {
+                let mut command = Command::new("redis-server");
+                command
+                    .args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(&self.dir);
+                command
+            }
+            Kind::Nats => {
+                let program = ["nats-server", "/usr/sbin/nats-server"]
+                    .into_iter()
+                    .find(|p| {
+                        std::process::Command::new(p)
+                            .arg("--version")
+                            .output()
+                            .is_ok()
+                    })
+                    .expect("nats-server on PATH (scripts/services.sh installs it)");
+                let mut command = Command::new(program);
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                    .arg(&self.dir);
+                command
+            }
+        }
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let child = self
+            .command()
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("redis-server on PATH (scripts/services.sh installs it)");
+            .expect("redis-server and nats-server on PATH (scripts/services.sh installs them)");
         self.child = Some(child);
-        let url = self.url();
-        eventually("redis-server up", Duration::from_secs(10), || async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .ok()
+        let (url, kind) = (self.url(), self.kind);
+        eventually("own server up", Duration::from_secs(10), || async {
+            match kind {
+                Kind::Redis => {
+                    let client = redis::Client::open(url.as_str()).ok()?;
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                        .map(drop)
+                }
+                Kind::Nats => async_nats::connect(&url).await.ok().map(drop),
+            }
         })
         .await;
     }
@@ -212,7 +254,7 @@ impl OwnRedis {
     }
 }
 
-impl Drop for OwnRedis {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -226,7 +268,7 @@ async fn ready(hr: &Harness) -> bool {
 #[tokio::test]
 async fn redis_killed_and_restarted_mid_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut redis = OwnRedis::start().await;
+    let mut redis = OwnServer::start(Kind::Redis).await;
     let mut env = TestEnv::new();
     env.config.redis.url = redis.url();
     let hr = Harness::start_with(env, Role::All).await;
@@ -257,86 +299,10 @@ async fn redis_killed_and_restarted_mid_load_loses_nothing() {
     .await;
 }
 
-/// A nats-server of the test's own, with JetStream on disk, that can be killed.
-struct OwnNats {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnNats {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("hookrelay-nats-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = Self {
-            port,
-            dir,
-            child: None,
-        };
-        nats.spawn().await;
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let server = ["nats-server", "/usr/sbin/nats-server"]
-            .into_iter()
-            .find(|p| {
-                std::process::Command::new(p)
-                    .arg("--version")
-                    .output()
-                    .is_ok()
-            })
-            .expect("nats-server on PATH (scripts/services.sh installs it)");
-        let child = Command::new(server)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let url = self.url();
-        eventually("nats-server up", Duration::from_secs(10), || async {
-            async_nats::connect(&url).await.ok().map(drop)
-        })
-        .await;
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().unwrap();
-            child.wait().await.unwrap();
-        }
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn nats_killed_and_restarted_mid_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let mut nats = OwnNats::start().await;
+    let mut nats = OwnServer::start(Kind::Nats).await;
     let mut env = TestEnv::new();
     env.config.nats.url = nats.url();
     let hr = Harness::start_with(env, Role::All).await;
