@@ -350,7 +350,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         }),
         batch: Some(pb::BatchSpec {
             window: Some(prost_types::Duration {
-                seconds: 2,
+                seconds: 8,
                 nanos: 0,
             }),
             max_size: 1000,
@@ -376,7 +376,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         .redis_key(&["batch", &sub.id, "items"]);
     let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
     let redis = client.get_multiplexed_async_connection().await.unwrap();
-    eventually("every change buffered", Duration::from_secs(5), || {
+    eventually("every change buffered", Duration::from_secs(7), || {
         let mut redis = redis.clone();
         let items = items.clone();
         async move {
@@ -398,7 +398,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
 
     let _second = role_process(&hr.env, "ingestor");
     let request = receiver
-        .wait_for(1, Duration::from_secs(20))
+        .wait_for(1, Duration::from_secs(30))
         .await
         .remove(0);
     let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
