@@ -131,7 +131,14 @@ impl Dispatcher {
                 Some(Ok(message)) => {
                     tracker.spawn(self.clone().deliver(message));
                 }
-                Some(Err(error)) => tracing::warn!(%error, "delivery pull failed"),
+                // A failed pull (missed heartbeats after a NATS restart) starts
+                // a fresh consumer rather than hoping the old one recovers.
+                Some(Err(error)) => {
+                    return Err(NatsError::Consumer {
+                        name: spec.durable.clone(),
+                        message: error.to_string(),
+                    })
+                }
                 None => {
                     return Err(NatsError::Consumer {
                         name: spec.durable.clone(),

@@ -153,6 +153,26 @@ impl RetrySchedule {
             .await
     }
 
+    /// Returns claimed entries to the schedule, due at `due` (a transient
+    /// failure: better soon than at lease expiry).
+    pub async fn requeue(&self, members: &[String], due: DateTime<Utc>) -> redis::RedisResult<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for member in members {
+            pipe.cmd("ZADD")
+                .arg(&self.due_key)
+                .arg(due.timestamp_millis())
+                .arg(member)
+                .ignore();
+        }
+        pipe.cmd("ZREM").arg(&self.leased_key).arg(members).ignore();
+        let mut redis = self.redis.clone();
+        pipe.query_async(&mut redis).await
+    }
+
     /// Entries waiting (due or leased), and the due time of the oldest.
     pub async fn stats(&self) -> redis::RedisResult<(u64, Option<i64>)> {
         let mut redis = self.redis.clone();

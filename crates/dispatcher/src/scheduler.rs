@@ -22,6 +22,8 @@ use crate::Dispatcher;
 const BATCH: usize = 500;
 /// Shortest time claimed entries stay reserved for this replica.
 const MIN_LEASE: Duration = Duration::from_secs(30);
+/// When entries that could not be re-published are tried again.
+const RETRY_SOON: chrono::Duration = chrono::Duration::seconds(1);
 /// Pause between rounds when nothing is due.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -111,6 +113,7 @@ impl Dispatcher {
             .await;
         let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(lookups.len());
         let mut done: Vec<String> = Vec::new();
+        let mut again: Vec<String> = Vec::new();
         for (claimed, entry, event) in lookups {
             let (Some(entry), Some(event)) = (entry, event) else {
                 tracing::error!(member = %claimed.member, "unreadable retry entry dropped");
@@ -125,7 +128,8 @@ impl Dispatcher {
                     continue;
                 }
                 Err(error) => {
-                    tracing::warn!(seq = entry.seq, %error, "cannot read a retried event; its lease will expire");
+                    tracing::warn!(seq = entry.seq, %error, "cannot read a retried event; trying again shortly");
+                    again.push(claimed.member);
                     continue;
                 }
             };
@@ -151,7 +155,8 @@ impl Dispatcher {
             {
                 Ok(ack) => pending.push((claimed.member, ack)),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot re-publish a retry; its lease will expire")
+                    tracing::warn!(%error, "cannot re-publish a retry; trying again shortly");
+                    again.push(claimed.member);
                 }
             }
         }
@@ -159,9 +164,14 @@ impl Dispatcher {
             match ack.await {
                 Ok(_) => done.push(member),
                 Err(error) => {
-                    tracing::warn!(%error, "retry publish not acknowledged; its lease will expire")
+                    // Perhaps stored anyway: a second publish is dropped by dedup.
+                    tracing::warn!(%error, "retry publish not acknowledged; trying again shortly");
+                    again.push(member);
                 }
             }
+        }
+        if let Err(error) = self.schedule.requeue(&again, Utc::now() + RETRY_SOON).await {
+            tracing::warn!(%error, "cannot requeue retries; their leases will expire");
         }
         if let Err(error) = self.schedule.release(&done).await {
             // Released later by lease expiry: the tasks are published twice,

@@ -93,13 +93,25 @@ impl Ingestor {
             };
             self.catch_up().await;
             let mut ok = Vec::with_capacity(chunk.len());
+            let mut failed = None;
             for message in chunk {
                 match message {
                     Ok(message) => ok.push(message),
-                    Err(e) => tracing::warn!(error = %e, "event pull failed"),
+                    Err(e) => failed = Some(e.to_string()),
                 }
             }
             self.process(ok).await?;
+            // A pull that failed (missed heartbeats after a NATS restart, a
+            // lost connection) starts a fresh consumer rather than hoping the
+            // old one recovers.
+            if let Some(message) = failed {
+                return Err(IngestError::Consumer(
+                    hookrelay_core::nats::NatsError::Consumer {
+                        name: spec.durable.clone(),
+                        message,
+                    },
+                ));
+            }
         }
     }
 

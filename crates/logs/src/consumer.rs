@@ -61,7 +61,11 @@ impl AttemptConsumer {
                     message: "message stream ended".into(),
                 });
             };
-            let messages: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
+            let mut pull_error = None;
+            let messages: Vec<_> = chunk
+                .into_iter()
+                .filter_map(|m| m.map_err(|e| pull_error = Some(e.to_string())).ok())
+                .collect();
             let mut records = Vec::with_capacity(messages.len());
             let mut indexed = Vec::with_capacity(messages.len());
             for message in &messages {
@@ -96,6 +100,14 @@ impl AttemptConsumer {
                             .await;
                     }
                 }
+            }
+            // A failed pull (missed heartbeats after a NATS restart) starts a
+            // fresh consumer rather than hoping the old one recovers.
+            if let Some(message) = pull_error {
+                return Err(NatsError::Consumer {
+                    name: spec.durable.clone(),
+                    message,
+                });
             }
         }
     }
