@@ -14,7 +14,7 @@ pub async fn wait_attempts(hr: &Harness, subscription_id: &str, n: usize) -> Vec
     let mut logs = hr.logs().await;
     eventually(
         &format!("{n} attempts of {subscription_id}"),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let request = pb::ListAttemptsRequest {
                 subscription_id: subscription_id.into(),
