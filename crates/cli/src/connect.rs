@@ -56,7 +56,12 @@ async fn connect(server: &str) -> anyhow::Result<Channel> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
     endpoint.connect().await.map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+        // The innermost cause reads best: "Connection refused (os error 111)",
+        // not tonic's "transport error" or hyper's "tcp connect error".
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
         anyhow!("cannot reach hookrelay at {server}: {cause} (is `hookrelay` running? set --server or HOOKCTL_SERVER)")
     })
 }
