@@ -17,30 +17,7 @@ use tonic::transport::Channel;
 
 pub use hookrelay_test_support as support;
 
-/// A channel that sends a bearer token with every call.
-pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
-
-/// Adds `authorization: Bearer <token>`.
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    pub fn new(token: &str) -> Self {
-        Self(format!("Bearer {token}").parse().expect("ASCII token"))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+pub use hookrelay_proto::auth::{Authed, Bearer};
 
 /// A running hookrelay: one process's worth of services, or several roles
 /// each run on its own as they would be when scaled out.
@@ -151,7 +128,7 @@ impl Harness {
     pub async fn subscriptions_as(&self, token: &str) -> SubscriptionsClient<Authed> {
         SubscriptionsClient::with_interceptor(
             self.channel(self.grpc_addr).await,
-            Bearer::new(token),
+            Bearer::new(Some(token)).expect("ASCII token"),
         )
     }
 
@@ -162,7 +139,10 @@ impl Harness {
 
     /// Delivery logs client with `token`.
     pub async fn logs_as(&self, token: &str) -> DeliveryLogsClient<Authed> {
-        DeliveryLogsClient::with_interceptor(self.channel(self.logs_addr).await, Bearer::new(token))
+        DeliveryLogsClient::with_interceptor(
+            self.channel(self.logs_addr).await,
+            Bearer::new(Some(token)).expect("ASCII token"),
+        )
     }
 
     async fn channel(&self, addr: SocketAddr) -> Channel {

@@ -12,41 +12,14 @@ pub struct Server {
     pub token: Option<String>,
 }
 
-/// A channel that sends the bearer token with every call.
-pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
-
-/// Adds `authorization: Bearer <token>` when there is a token.
-#[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+pub use hookrelay_proto::auth::Authed;
 
 /// A gRPC channel to `server`, or an error saying how to fix the address.
 pub async fn channel(server: &Server) -> anyhow::Result<Authed> {
-    let bearer = match &server.token {
-        Some(token) => Some(
-            format!("Bearer {}", token.trim())
-                .parse()
-                .map_err(|_| anyhow!("the token is not printable ASCII"))?,
-        ),
-        None => None,
-    };
+    let bearer = hookrelay_proto::auth::Bearer::new(server.token.as_deref())?;
     let channel = connect(&server.url).await?;
     Ok(tonic::service::interceptor::InterceptedService::new(
-        channel,
-        Bearer(bearer),
+        channel, bearer,
     ))
 }
 

@@ -120,6 +120,28 @@ impl Default for Net {
     }
 }
 
+/// A process that could not load its config, bind or start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] hookrelay_core::config::ConfigError),
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// What the `hookrelay` binary does: loads the config (`file`, then
+/// `HOOKRELAY_*`), binds, and runs `role` until SIGINT/SIGTERM.
+pub async fn serve(file: Option<&std::path::Path>, role: Role) -> Result<(), ServeError> {
+    let config = Config::load(file)?;
+    hookrelay_core::telemetry::init(&config.telemetry);
+    let listeners = Listeners::bind(&config, role).await?;
+    let shutdown = hookrelay_core::shutdown::on_signal();
+    run(config, role, listeners, shutdown).await?;
+    Ok(())
+}
+
 /// Runs `role` until `shutdown`, then drains in-flight work.
 pub async fn run(
     config: Config,

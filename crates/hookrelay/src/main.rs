@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use hookrelay::{Listeners, Role};
+use hookrelay::Role;
 
 #[derive(Parser)]
 #[command(version, about = "Webhook delivery from NATS to HTTP")]
@@ -19,10 +19,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = hookrelay_core::Config::load(args.config.as_deref())?;
-    hookrelay_core::telemetry::init(&config.telemetry);
-    let listeners = Listeners::bind(&config, args.role).await?;
-    let shutdown = hookrelay_core::shutdown::on_signal();
-    hookrelay::run(config, args.role, listeners, shutdown).await?;
+    hookrelay::serve(args.config.as_deref(), args.role).await?;
     Ok(())
 }

@@ -91,6 +91,45 @@ impl Authenticator {
     }
 }
 
+/// The client side: a tonic interceptor adding `authorization: Bearer
+/// <token>` to every call (none without a token).
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+/// A token that cannot be sent as a header.
+#[derive(Debug, thiserror::Error)]
+#[error("the token is not printable ASCII")]
+pub struct BadToken;
+
+impl Bearer {
+    /// `token` (surrounding whitespace trimmed), or no header at all.
+    pub fn new(token: Option<&str>) -> Result<Self, BadToken> {
+        token
+            .map(|token| {
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| BadToken)
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A gRPC channel that sends a bearer token with every call.
+pub type Authed =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

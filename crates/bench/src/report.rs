@@ -1,0 +1,94 @@
+//! What a scenario found: named figures with units, and the targets of
+//! issue 8 marked met or not.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Peak RSS every scenario must stay under.
+pub const RSS_TARGET_BYTES: u64 = 150 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    /// What ran, with its sizes.
+    pub setup: String,
+    pub figures: Vec<Figure>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub goal: String,
+    pub met: bool,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str, setup: String) -> Self {
+        Self {
+            scenario,
+            setup,
+            figures: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    pub fn figure(&mut self, name: &'static str, value: f64, unit: &'static str) {
+        self.figures.push(Figure { name, value, unit });
+    }
+
+    pub fn target(&mut self, goal: String, met: bool) {
+        self.targets.push(Target { goal, met });
+    }
+
+    /// A figure by name.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+    }
+
+    /// p50, p99 and p99.9 of a latency histogram in microseconds, as ms.
+    pub fn latency(&mut self, histogram: &Histogram<u64>) {
+        if histogram.is_empty() {
+            return;
+        }
+        for (name, quantile) in [
+            ("latency_p50", 0.5),
+            ("latency_p99", 0.99),
+            ("latency_p999", 0.999),
+        ] {
+            let ms = histogram.value_at_quantile(quantile) as f64 / 1000.0;
+            self.figure(name, ms, "ms");
+        }
+        self.figure("latency_max", histogram.max() as f64 / 1000.0, "ms");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "== {}: {}", self.scenario, self.setup)?;
+        for figure in &self.figures {
+            let value = if figure.value.abs() >= 100.0 || figure.value.fract() == 0.0 {
+                format!("{:.0}", figure.value)
+            } else {
+                format!("{:.2}", figure.value)
+            };
+            writeln!(f, "  {:<28} {:>12} {}", figure.name, value, figure.unit)?;
+        }
+        for target in &self.targets {
+            let mark = if target.met { "met    " } else { "NOT MET" };
+            writeln!(f, "  [{mark}] {}", target.goal)?;
+        }
+        Ok(())
+    }
+}
