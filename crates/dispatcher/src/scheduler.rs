@@ -108,7 +108,9 @@ impl Dispatcher {
                     (claimed, entry, event)
                 }
             })
-            .buffer_unordered(64)
+            // All at once: each is one request-reply, and NATS answers a
+            // pipeline of them far faster than a few at a time.
+            .buffer_unordered(BATCH)
             .collect::<Vec<_>>()
             .await;
         let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(lookups.len());

@@ -155,30 +155,47 @@ impl AttemptIndex {
         Ok(new)
     }
 
+    /// Updates each subscription's health once per batch: its outcomes
+    /// pushed newest first in one LPUSH, its counters set from the batch's
+    /// last success and trailing failures.
     async fn record_health<'a>(
         &self,
         records: impl Iterator<Item = &'a AttemptRecord>,
         ttl: u64,
     ) -> Result<(), IndexError> {
-        let mut pipe = redis::pipe();
-        let mut any = false;
+        // Per subscription, in record order: (success, finished at ms).
+        let mut by_subscription: Vec<(&str, Vec<(bool, i64)>)> = Vec::new();
         for record in records {
-            any = true;
-            let (hash, recent) = self.health_keys(&record.subscription_id);
             let at = (record.started_at
                 + chrono::Duration::milliseconds(record.duration_ms as i64))
             .timestamp_millis();
-            let success = record.outcome.is_success();
-            pipe.cmd("LPUSH")
-                .arg(&recent)
-                .arg(if success { "1" } else { "0" })
-                .ignore();
+            let outcome = (record.outcome.is_success(), at);
+            match by_subscription
+                .iter_mut()
+                .find(|(id, _)| *id == record.subscription_id)
+            {
+                Some((_, outcomes)) => outcomes.push(outcome),
+                None => by_subscription.push((&record.subscription_id, vec![outcome])),
+            }
+        }
+        if by_subscription.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (subscription_id, outcomes) in by_subscription {
+            let (hash, recent) = self.health_keys(subscription_id);
+            let pushed: Vec<&str> = outcomes
+                .iter()
+                .map(|(success, _)| if *success { "1" } else { "0" })
+                .collect();
+            pipe.cmd("LPUSH").arg(&recent).arg(pushed).ignore();
             pipe.cmd("LTRIM")
                 .arg(&recent)
                 .arg(0)
                 .arg(RECENT - 1)
                 .ignore();
-            if success {
+            let trailing = outcomes.iter().rev().take_while(|(s, _)| !s).count();
+            if let Some((_, at)) = outcomes.iter().rev().find(|(success, _)| *success) {
                 pipe.cmd("HSET")
                     .arg(&hash)
                     .arg("consecutive")
@@ -186,12 +203,15 @@ impl AttemptIndex {
                     .arg("last_success")
                     .arg(at)
                     .ignore();
-            } else {
+            }
+            if trailing > 0 {
                 pipe.cmd("HINCRBY")
                     .arg(&hash)
                     .arg("consecutive")
-                    .arg(1)
+                    .arg(trailing)
                     .ignore();
+            }
+            if let Some((_, at)) = outcomes.iter().rev().find(|(success, _)| !success) {
                 pipe.cmd("HSET")
                     .arg(&hash)
                     .arg("last_failure")
@@ -201,10 +221,8 @@ impl AttemptIndex {
             pipe.cmd("EXPIRE").arg(&hash).arg(ttl).ignore();
             pipe.cmd("EXPIRE").arg(&recent).arg(ttl).ignore();
         }
-        if any {
-            let mut redis = self.redis.clone();
-            pipe.query_async::<()>(&mut redis).await?;
-        }
+        let mut redis = self.redis.clone();
+        pipe.query_async::<()>(&mut redis).await?;
         Ok(())
     }
 
