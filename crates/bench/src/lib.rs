@@ -15,19 +15,19 @@ mod server;
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 pub use report::Report;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "End-to-end benchmark of hookrelay on this machine")]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
+    /// What to run, in this order (`all`: every scenario).
+    #[arg(value_enum, required = true)]
+    pub scenarios: Vec<Scenario>,
     /// NATS with JetStream.
     #[arg(
         long,
-        global = true,
         env = "HOOKRELAY_NATS__URL",
         default_value = "nats://127.0.0.1:4222"
     )]
@@ -35,33 +35,31 @@ pub struct Cli {
     /// Redis.
     #[arg(
         long,
-        global = true,
         env = "HOOKRELAY_REDIS__URL",
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis: String,
-    /// Multiplies every count (events, subscriptions, retries) and duration;
-    /// e.g. 0.01 for a quick look. The documented figures use 1.
-    #[arg(long, global = true, default_value_t = 1.0)]
+    /// Multiplies every count (events, subscriptions, retries) and so every
+    /// duration; e.g. 0.1 for a quick look. The documented figures use 1.
+    #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// Events per second of the `latency` scenario's open loop.
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u64,
     /// Prints the reports as JSON on stdout instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
     /// One subscription, 200k events, as fast as they are published.
     Throughput,
     /// One event type, 1,000 subscriptions: 200 events, 200k deliveries.
     Fanout,
-    /// Open loop at a fixed rate (5k events/s for 20 s): latency without
-    /// coordinated omission.
-    Latency {
-        /// Events per second.
-        #[arg(long, default_value_t = 5000)]
-        rate: u64,
-    },
+    /// Open loop at --rate events/s for 20 s: latency without coordinated
+    /// omission.
+    Latency,
     /// A receiver that never answers beside a healthy one: how much of its
     /// solo rate the healthy one keeps.
     Isolation,
@@ -72,8 +70,8 @@ pub enum Command {
     Batching,
     /// Every scenario, one after the other.
     All,
-    /// Runs hookrelay itself (all-in-one), as the benchmark's child process.
-    #[command(hide = true)]
+    /// Runs hookrelay itself (all-in-one): the benchmark's child process.
+    #[value(hide = true)]
     Serve,
 }
 
@@ -82,7 +80,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if cli.command == Command::Serve {
+    if cli.scenarios == [Scenario::Serve] {
         return Ok(runtime.block_on(hookrelay::serve(None, hookrelay::Role::All))?);
     }
     let reports = runtime.block_on(run(&cli))?;
@@ -116,33 +114,56 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
         redis: cli.redis.clone(),
         scale: cli.scale,
     };
-    let all = [
-        Command::Throughput,
-        Command::Fanout,
-        Command::Latency { rate: 5000 },
-        Command::Isolation,
-        Command::Retries,
-        Command::Batching,
-    ];
-    let chosen: Vec<Command> = match cli.command {
-        Command::All => all.to_vec(),
-        one => vec![one],
-    };
-    let mut reports = Vec::new();
-    for command in chosen {
-        let report = match command {
-            Command::Throughput => scenarios::throughput(&opts).await?,
-            Command::Fanout => scenarios::fanout(&opts).await?,
-            Command::Latency { rate } => scenarios::latency(&opts, rate).await?,
-            Command::Isolation => scenarios::isolation(&opts).await?,
-            Command::Retries => scenarios::retries(&opts).await?,
-            Command::Batching => scenarios::batching(&opts).await?,
-            Command::All | Command::Serve => unreachable!("not a scenario"),
+    let chosen: Vec<Scenario> = cli
+        .scenarios
+        .iter()
+        .flat_map(|&scenario| match scenario {
+            Scenario::All => vec![
+                Scenario::Throughput,
+                Scenario::Fanout,
+                Scenario::Latency,
+                Scenario::Isolation,
+                Scenario::Retries,
+                Scenario::Batching,
+            ],
+            one => vec![one],
+        })
+        .collect();
+    let mut reports: Vec<Report> = Vec::new();
+    for scenario in chosen {
+        let mut report = match scenario {
+            Scenario::Throughput => scenarios::throughput(&opts).await?,
+            Scenario::Fanout => scenarios::fanout(&opts).await?,
+            Scenario::Latency => scenarios::latency(&opts, cli.rate).await?,
+            Scenario::Isolation => scenarios::isolation(&opts).await?,
+            Scenario::Retries => scenarios::retries(&opts).await?,
+            Scenario::Batching => scenarios::batching(&opts).await?,
+            Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
+        compare_fanout(&mut report, &reports);
         if !cli.json {
             println!("{report}");
         }
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Fan-out must sustain at least the single-subscription rate; judged when
+/// `throughput` ran earlier in the same invocation.
+fn compare_fanout(report: &mut Report, earlier: &[Report]) {
+    let throughput = earlier
+        .iter()
+        .filter(|r| r.scenario == "throughput")
+        .find_map(|r| r.get("deliveries_per_sec"));
+    if let (Some(throughput), "fanout", Some(fanout)) = (
+        throughput,
+        report.scenario,
+        report.get("deliveries_per_sec"),
+    ) {
+        report.target(
+            format!("fan-out deliveries/s at least the throughput figure ({fanout:.0} vs {throughput:.0})"),
+            fanout >= throughput,
+        );
+    }
 }

@@ -1,0 +1,128 @@
+//! Every scenario runs end to end at a tiny scale and reports its figures,
+//! so the benchmark cannot rot. How fast is not asserted here: speed lives
+//! in the benchmark's own output (README, Performance).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `scenario` at 1/2000 of its size; returns its report.
+fn run(scenario: &str) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookrelay-bench"))
+        .args(["--scale", "0.0005", "--json", scenario])
+        .output()
+        .expect("run hookrelay-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{scenario} failed ({}): {stderr}",
+        output.status
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{scenario}: stdout is not JSON ({e}): {stderr}"));
+    let report = reports
+        .as_array()
+        .and_then(|r| r.first())
+        .unwrap_or_else(|| panic!("{scenario}: no report in {reports}"))
+        .clone();
+    assert_eq!(report["scenario"], scenario);
+    report
+}
+
+/// The figure `name` of `report`, checked to be a positive number.
+fn positive(report: &Value, name: &str) -> f64 {
+    let value = report["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no figure {name} in {report}"))["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name} is not a number in {report}"));
+    assert!(
+        value.is_finite() && value > 0.0,
+        "{name} = {value} in {report}"
+    );
+    value
+}
+
+/// Every scenario reports hookrelay's CPU and peak RSS, and judges the RSS target.
+fn common(report: &Value) {
+    positive(report, "hookrelay_cpu");
+    let rss = positive(report, "hookrelay_peak_rss");
+    assert!(rss > 1.0, "peak RSS of {rss} MiB is not a real reading");
+    positive(report, "redis_used_memory");
+    let targets = report["targets"].as_array().expect("targets");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["goal"].as_str().unwrap().contains("peak RSS") && t["met"].is_boolean()),
+        "{report}"
+    );
+}
+
+#[test]
+fn throughput_reports_rate_ceiling_and_latency() {
+    let report = run("throughput");
+    let delivered = positive(&report, "deliveries_per_sec");
+    let ceiling = positive(&report, "ceiling_per_sec");
+    let ratio = positive(&report, "ratio_to_ceiling");
+    assert!((ratio - 100.0 * delivered / ceiling).abs() < 0.01);
+    positive(&report, "latency_p99");
+    common(&report);
+}
+
+#[test]
+fn fanout_reports_deliveries_to_every_subscription() {
+    let report = run("fanout");
+    positive(&report, "deliveries_per_sec");
+    positive(&report, "ratio_to_ceiling");
+    assert!(report["setup"]
+        .as_str()
+        .unwrap()
+        .contains("3 subscriptions"));
+    common(&report);
+}
+
+#[test]
+fn latency_reports_percentiles_of_an_open_loop() {
+    let report = run("latency");
+    let p50 = positive(&report, "latency_p50");
+    let p99 = positive(&report, "latency_p99");
+    assert!(p50 <= p99);
+    common(&report);
+}
+
+#[test]
+fn isolation_compares_a_healthy_receiver_with_its_solo_rate() {
+    let report = run("isolation");
+    positive(&report, "healthy_solo_per_sec");
+    positive(&report, "healthy_beside_hung_per_sec");
+    positive(&report, "kept_of_solo_rate");
+    positive(&report, "hung_requests_open");
+    common(&report);
+}
+
+#[test]
+fn retries_reports_bytes_per_entry_and_drain_rate() {
+    let report = run("retries");
+    // Other tests share this Redis, so at this size the reading is noise;
+    // it must only be there.
+    let bytes = report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "redis_bytes_per_retry")
+        .and_then(|f| f["value"].as_f64());
+    assert!(bytes.is_some_and(f64::is_finite), "{report}");
+    positive(&report, "drained_per_sec");
+    common(&report);
+}
+
+#[test]
+fn batching_reports_changes_per_second() {
+    let report = run("batching");
+    positive(&report, "changes_per_sec");
+    positive(&report, "batches");
+    common(&report);
+}
