@@ -58,11 +58,17 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
         ..Default::default()
     };
     let streams = [
-        base(
-            names.events_stream(),
-            names.events_filter(),
-            nats.events_max_age,
-        ),
+        stream::Config {
+            // Retries and replays read events back one by one: direct gets
+            // are answered from the stream, without the JetStream API's
+            // JSON and base64 round trip.
+            allow_direct: true,
+            ..base(
+                names.events_stream(),
+                names.events_filter(),
+                nats.events_max_age,
+            )
+        },
         stream::Config {
             // Tasks are removed once the dispatcher acks them.
             retention: stream::RetentionPolicy::WorkQueue,
@@ -78,20 +84,37 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
             nats.attempts_max_age,
         ),
         base(names.dlq_stream(), names.dlq_filter(), nats.dlq_max_age),
-        base(
-            names.batches_stream(),
-            names.batches_filter(),
-            nats.events_max_age,
-        ),
+        stream::Config {
+            allow_direct: true,
+            ..base(
+                names.batches_stream(),
+                names.batches_filter(),
+                nats.events_max_age,
+            )
+        },
     ];
     for config in streams {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
+        let error = |e: &dyn std::fmt::Display| NatsError::Stream {
+            name: name.clone(),
+            message: e.to_string(),
+        };
+        let direct = config.allow_direct;
+        let created = js
+            .get_or_create_stream(config)
             .await
-            .map_err(|e| NatsError::Stream {
-                name,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| error(&e))?;
+        // Streams made by an earlier version lack direct gets: add them,
+        // keeping every other setting as the operator left it.
+        let existing = created.cached_info().config.clone();
+        if direct && !existing.allow_direct {
+            js.update_stream(stream::Config {
+                allow_direct: true,
+                ..existing
+            })
+            .await
+            .map_err(|e| error(&e))?;
+        }
     }
     Ok(())
 }
@@ -164,12 +187,20 @@ pub async fn read_event(
 ) -> Result<Option<crate::event::Event>, String> {
     use crate::delivery::Source;
     use crate::event::Event;
-    let stored = match stream.get_raw_message(seq).await {
-        Ok(stored) => stored,
-        Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-            return Ok(None)
+    let stored = if stream.cached_info().config.allow_direct {
+        match stream.direct_get(seq).await {
+            Ok(stored) => stored,
+            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error.to_string()),
         }
-        Err(error) => return Err(error.to_string()),
+    } else {
+        match stream.get_raw_message(seq).await {
+            Ok(stored) => stored,
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(error) => return Err(error.to_string()),
+        }
     };
     let event = match source {
         Source::Event => {

@@ -24,13 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use startup::retry_until;
 
-/// mimalloc rather than the system allocator: every delivery allocates its
-/// request, record and task buffers, and glibc's malloc was a fifth of the
-/// CPU profile. Set here so every binary running hookrelay (the server,
-/// the benchmark's child, the tests) runs the same allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {

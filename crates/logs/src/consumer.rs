@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use hookrelay_core::delivery::AttemptRecord;
 use hookrelay_core::health::Flag;
 use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::Config;
 use tokio_util::sync::CancellationToken;
 
-use crate::index::AttemptIndex;
+use crate::index::{AttemptIndex, AttemptKeys};
 use crate::metrics::Metrics;
 
 /// Indexes attempt records.
@@ -69,7 +68,7 @@ impl AttemptConsumer {
             let mut records = Vec::with_capacity(messages.len());
             let mut indexed = Vec::with_capacity(messages.len());
             for message in &messages {
-                match serde_json::from_slice::<AttemptRecord>(&message.payload) {
+                match serde_json::from_slice::<AttemptKeys>(&message.payload) {
                     Ok(record) => {
                         records.push((record, message.payload.as_ref()));
                         indexed.push(message);
@@ -112,7 +111,7 @@ impl AttemptConsumer {
         }
     }
 
-    fn observe(&self, record: &AttemptRecord) {
+    fn observe(&self, record: &AttemptKeys) {
         let outcome = record.outcome.as_str();
         self.metrics
             .deliveries

@@ -37,6 +37,24 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// The fields of an attempt record that the index and the metrics read.
+/// The consumer parses only these; the record itself (request, response)
+/// is stored as it arrived.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AttemptKeys {
+    pub id: String,
+    pub event_id: String,
+    pub subscription_id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub outcome: hookrelay_core::delivery::Outcome,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub event_received_at: DateTime<Utc>,
+    #[serde(default)]
+    pub give_up: Option<hookrelay_core::delivery::GiveUp>,
+}
+
 /// Outcomes kept per subscription for its success rate.
 pub const RECENT: usize = 100;
 
@@ -101,7 +119,7 @@ impl AttemptIndex {
 
     /// Stores a batch in one round trip. Returns, per record, whether it was
     /// new (a redelivered record is stored once and counted once).
-    pub async fn store(&self, records: &[(AttemptRecord, &[u8])]) -> Result<Vec<bool>, IndexError> {
+    pub async fn store(&self, records: &[(AttemptKeys, &[u8])]) -> Result<Vec<bool>, IndexError> {
         let ttl = self.retention.as_secs().max(1);
         let oldest = format!("({}", id_at(Utc::now() - self.retention));
         let mut pipe = redis::pipe();
@@ -160,7 +178,7 @@ impl AttemptIndex {
     /// last success and trailing failures.
     async fn record_health<'a>(
         &self,
-        records: impl Iterator<Item = &'a AttemptRecord>,
+        records: impl Iterator<Item = &'a AttemptKeys>,
         ttl: u64,
     ) -> Result<(), IndexError> {
         // Per subscription, in record order: (success, finished at ms).
