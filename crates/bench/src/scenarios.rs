@@ -524,14 +524,15 @@ pub async fn batching(opts: &Opts) -> anyhow::Result<Report> {
     run.finish(report).await
 }
 
-/// Waits until `consumer` has nothing left to process.
+/// Waits until `consumer` has nothing left to process; fails when it makes
+/// no progress for [`STALL`].
 async fn wait_consumed(
     js: &jetstream::Context,
     stream: &str,
     consumer: &str,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(stream).await?;
-    let deadline = Instant::now() + STALL;
+    let mut last = (u64::MAX, Instant::now());
     loop {
         let mut pull: jetstream::consumer::PullConsumer = stream
             .get_consumer(consumer)
@@ -541,8 +542,13 @@ async fn wait_consumed(
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            bail!("consumer {consumer} still has {} pending", info.num_pending);
+        if info.num_pending != last.0 {
+            last = (info.num_pending, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            bail!(
+                "consumer {consumer} stalled with {} pending",
+                info.num_pending
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -26,6 +26,19 @@ use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
 
+/// Publish acks one batch awaits at a time (see [`Ingestor::process`]).
+const ACKS_IN_FLIGHT: usize = 1024;
+
+/// Awaits every pending publish ack, marking the events whose publish failed.
+async fn settle(pending: &mut Vec<(usize, String, PublishAckFuture)>, failed: &mut [bool]) {
+    for (i, subject, ack) in pending.drain(..) {
+        if let Err(e) = ack.await {
+            tracing::warn!(%subject, error = %e, "publish not acknowledged; the event will be redelivered");
+            failed[i] = true;
+        }
+    }
+}
+
 /// Header on DLQ messages: why the message was refused.
 pub const DLQ_REASON_HEADER: &str = "Hookrelay-Dlq-Reason";
 /// Header on DLQ messages: the subject it was published on.
@@ -118,10 +131,15 @@ impl Ingestor {
     /// Fans out a batch: publishes every task and DLQ entry, waits for all
     /// their acks, then acks the events. A failed publish leaves its event
     /// unacked, so it comes back; dedup ids drop the tasks already stored.
+    ///
+    /// At most [`ACKS_IN_FLIGHT`] acks are awaited at a time: the JetStream
+    /// context lends a bounded number of publish permits (5,000), each held
+    /// until its ack is awaited, so publishing a large fan-out before
+    /// awaiting any ack would wait forever for a permit.
     async fn process(&self, messages: Vec<Message>) -> Result<(), IngestError> {
         let names = self.config.names();
         let mut pending: Vec<(usize, String, PublishAckFuture)> = Vec::new();
-        let mut failed_early = vec![false; messages.len()];
+        let mut failed = vec![false; messages.len()];
         for (i, message) in messages.iter().enumerate() {
             let (seq, received_at) = message
                 .info()
@@ -156,7 +174,7 @@ impl Ingestor {
                     for subscription in batched {
                         if let Err(error) = self.buffer(&subscription, &event).await {
                             tracing::warn!(subscription = %subscription.id, %error, "cannot buffer a change; the event will be redelivered");
-                            failed_early[i] = true;
+                            failed[i] = true;
                         }
                     }
                     self.metrics
@@ -178,6 +196,9 @@ impl Ingestor {
                         let publish = jetstream::message::PublishMessage::build()
                             .payload(Bytes::from(payload))
                             .message_id(task.dedup_id());
+                        if pending.len() >= ACKS_IN_FLIGHT {
+                            settle(&mut pending, &mut failed).await;
+                        }
                         let ack = self.publish(&subject, publish).await?;
                         pending.push((i, subject.clone(), ack));
                     }
@@ -196,18 +217,15 @@ impl Ingestor {
                         .payload(message.payload.clone())
                         .headers(headers)
                         .message_id(format!("events:{seq}"));
+                    if pending.len() >= ACKS_IN_FLIGHT {
+                        settle(&mut pending, &mut failed).await;
+                    }
                     let ack = self.publish(&subject, publish).await?;
                     pending.push((i, subject, ack));
                 }
             }
         }
-        let mut failed = failed_early;
-        for (i, subject, ack) in pending {
-            if let Err(e) = ack.await {
-                tracing::warn!(%subject, error = %e, "publish not acknowledged; the event will be redelivered");
-                failed[i] = true;
-            }
-        }
+        settle(&mut pending, &mut failed).await;
         for (message, failed) in messages.iter().zip(failed) {
             let result = if failed {
                 message

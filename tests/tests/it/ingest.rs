@@ -106,3 +106,61 @@ async fn an_oversized_event_is_refused_into_the_dlq() {
         dead[0].0
     );
 }
+
+#[tokio::test]
+async fn a_backlog_fanning_out_to_more_tasks_than_publish_permits_is_delivered_in_full() {
+    // 12,000 tasks from one fetch: more than the 5,000 publish acks a
+    // JetStream context lets be outstanding. The ingestor once published
+    // them all before awaiting any ack, and waited forever for a permit.
+    const SUBSCRIPTIONS: usize = 600;
+    const EVENTS: usize = 20;
+    let env = hookrelay_tests::support::TestEnv::new();
+    let ingestor_env = hookrelay_tests::support::TestEnv {
+        config: env.config.clone(),
+    };
+    // Everything but the ingestor, so the events wait in EVENTS and its
+    // first fetch takes them together.
+    let hr = Harness::start_roles(
+        env,
+        &[
+            hookrelay::Role::Subscriptions,
+            hookrelay::Role::Dispatcher,
+            hookrelay::Role::Logs,
+        ],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let (created, _) = hr
+        .create(subscription("acme", &receiver.url("/fan"), &["order.*"]))
+        .await;
+    // The rest are copies written straight to KV (the API checks the
+    // tenant's limit against every subscription, slow at this count).
+    let bucket = hr
+        .js
+        .get_key_value(hr.env.config.names().subscriptions_bucket())
+        .await
+        .unwrap();
+    let stored = bucket.get(&created.id).await.unwrap().expect("stored");
+    let stored = String::from_utf8(stored.to_vec()).unwrap();
+    for n in 1..SUBSCRIPTIONS {
+        let id = format!("{}{n:04}", &created.id[..created.id.len() - 4]);
+        let copy = stored.replace(&created.id, &id);
+        bucket.put(&id, copy.into_bytes().into()).await.unwrap();
+    }
+    for n in 0..EVENTS {
+        hr.publish(
+            "acme",
+            "order.paid",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    let _ingestor = Harness::start_roles(ingestor_env, &[hookrelay::Role::Ingestor]).await;
+    let total = SUBSCRIPTIONS * EVENTS;
+    hookrelay_tests::support::eventually(
+        &format!("{total} deliveries"),
+        Duration::from_secs(120),
+        || async { (receiver.requests().len() >= total).then_some(()) },
+    )
+    .await;
+}
