@@ -78,11 +78,15 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
                 Duration::ZERO,
             )
         },
-        base(
-            names.attempts_stream(),
-            names.attempts_filter(),
-            nats.attempts_max_age,
-        ),
+        stream::Config {
+            // The log service reads records back by sequence.
+            allow_direct: true,
+            ..base(
+                names.attempts_stream(),
+                names.attempts_filter(),
+                nats.attempts_max_age,
+            )
+        },
         base(names.dlq_stream(), names.dlq_filter(), nats.dlq_max_age),
         stream::Config {
             allow_direct: true,
@@ -187,20 +191,8 @@ pub async fn read_event(
 ) -> Result<Option<crate::event::Event>, String> {
     use crate::delivery::Source;
     use crate::event::Event;
-    let stored = if stream.cached_info().config.allow_direct {
-        match stream.direct_get(seq).await {
-            Ok(stored) => stored,
-            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error.to_string()),
-        }
-    } else {
-        match stream.get_raw_message(seq).await {
-            Ok(stored) => stored,
-            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-                return Ok(None)
-            }
-            Err(error) => return Err(error.to_string()),
-        }
+    let Some(stored) = get_stored(stream, seq).await? else {
+        return Ok(None);
     };
     let event = match source {
         Source::Event => {
@@ -225,6 +217,28 @@ pub async fn read_event(
         },
     };
     Ok(Some(event))
+}
+
+/// The message at `seq` of `stream`, `None` once the stream dropped it: a
+/// direct get when the stream allows them (answered without the JetStream
+/// API's JSON and base64), else the API's get.
+pub async fn get_stored(
+    stream: &jetstream::stream::Stream,
+    seq: u64,
+) -> Result<Option<jetstream::message::StreamMessage>, String> {
+    if stream.cached_info().config.allow_direct {
+        match stream.direct_get(seq).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    } else {
+        match stream.get_raw_message(seq).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
 }
 
 /// A durable pull consumer of one of hookrelay's streams.

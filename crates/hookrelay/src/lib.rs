@@ -263,7 +263,12 @@ pub async fn run_with(
     }
     let mut attempt_index = None;
     if let (true, Some(redis)) = (role.runs(Role::Logs), redis) {
-        let index = AttemptIndex::new(config.names(), redis.clone(), config.logs.retention);
+        let index = AttemptIndex::new(
+            config.names(),
+            redis.clone(),
+            js.clone(),
+            config.logs.retention,
+        );
         let fleet = hookrelay_logs::fleet::Fleet {
             config: config.clone(),
             js: js.clone(),

@@ -10,7 +10,7 @@ use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::Config;
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{AttemptIndex, AttemptKeys};
+use crate::index::{AttemptIndex, AttemptKeys, Stored};
 use crate::metrics::Metrics;
 
 /// Indexes attempt records.
@@ -70,7 +70,11 @@ impl AttemptConsumer {
             for message in &messages {
                 match serde_json::from_slice::<AttemptKeys>(&message.payload) {
                     Ok(record) => {
-                        records.push((record, message.payload.as_ref()));
+                        let stored = match message.info() {
+                            Ok(info) => Stored::Seq(info.stream_sequence),
+                            Err(_) => Stored::Json(&message.payload),
+                        };
+                        records.push((record, stored));
                         indexed.push(message);
                     }
                     Err(error) => {

@@ -1,21 +1,31 @@
-//! The attempt index in Redis: each attempt's JSON under its own key, and one
-//! sorted set per scope (subscription, event, tenant, and the final failures
-//! of a tenant and of a subscription) whose members are attempt ids. Ids are
-//! `att_<ULID>`, so a set's lexicographic order is time order, time ranges
-//! are lex ranges, and paging uses the last id seen as the cursor. Each
-//! subscription also keeps its recent outcomes for health.
+//! The attempt index in Redis: each attempt's sequence in the ATTEMPTS
+//! stream under its own key (the record itself stays in JetStream, on disk,
+//! and is read back with a direct get), and one sorted set per scope
+//! (subscription, event, tenant, and the final failures of a tenant and of a
+//! subscription) whose members are attempt ids. Ids are `att_<ULID>`, so a
+//! set's lexicographic order is time order, time ranges are lex ranges, and
+//! paging uses the last id seen as the cursor. Each subscription also keeps
+//! its recent outcomes for health.
+//!
+//! Versions before this one stored the record's JSON under the attempt key;
+//! such values are still read as they are.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use hookrelay_core::delivery::AttemptRecord;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
 
-/// A Redis operation failed.
+/// A Redis or JetStream read failed.
 #[derive(Debug, thiserror::Error)]
-#[error("attempt index: {0}")]
-pub struct IndexError(#[from] redis::RedisError);
+pub enum IndexError {
+    #[error("attempt index: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("attempt records ({stream}): {message}")]
+    Stream { stream: String, message: String },
+}
 
 /// Which attempts to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +82,19 @@ pub struct Health {
 pub struct AttemptIndex {
     names: Names,
     redis: ConnectionManager,
+    js: async_nats::jetstream::Context,
     retention: Duration,
 }
+
+/// Where an attempt's record is: its ATTEMPTS sequence, or (written by an
+/// earlier version, or when the sequence was unknown) the JSON itself.
+pub enum Stored<'a> {
+    Seq(u64),
+    Json(&'a [u8]),
+}
+
+/// Records read back from ATTEMPTS at once per page.
+const READS_IN_FLIGHT: usize = 64;
 
 /// The smallest attempt id at or after `at`.
 fn id_at(at: DateTime<Utc>) -> String {
@@ -86,10 +107,16 @@ fn id_at(at: DateTime<Utc>) -> String {
 const SCAN_LIMIT: usize = 10_000;
 
 impl AttemptIndex {
-    pub fn new(names: Names, redis: ConnectionManager, retention: Duration) -> Self {
+    pub fn new(
+        names: Names,
+        redis: ConnectionManager,
+        js: async_nats::jetstream::Context,
+        retention: Duration,
+    ) -> Self {
         Self {
             names,
             redis,
+            js,
             retention,
         }
     }
@@ -119,17 +146,20 @@ impl AttemptIndex {
 
     /// Stores a batch in one round trip. Returns, per record, whether it was
     /// new (a redelivered record is stored once and counted once).
-    pub async fn store(&self, records: &[(AttemptKeys, &[u8])]) -> Result<Vec<bool>, IndexError> {
+    pub async fn store(
+        &self,
+        records: &[(AttemptKeys, Stored<'_>)],
+    ) -> Result<Vec<bool>, IndexError> {
         let ttl = self.retention.as_secs().max(1);
         let oldest = format!("({}", id_at(Utc::now() - self.retention));
         let mut pipe = redis::pipe();
-        for (record, json) in records {
-            pipe.cmd("SET")
-                .arg(self.attempt_key(&record.id))
-                .arg(*json)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl);
+        for (record, stored) in records {
+            pipe.cmd("SET").arg(self.attempt_key(&record.id));
+            match stored {
+                Stored::Seq(seq) => pipe.arg(*seq),
+                Stored::Json(json) => pipe.arg(*json),
+            };
+            pipe.arg("NX").arg("EX").arg(ttl);
         }
         let mut scopes: Vec<String> = Vec::new();
         for (record, _) in records {
@@ -319,18 +349,13 @@ impl AttemptIndex {
                     .arg(&keys)
                     .query_async(&mut redis)
                     .await?;
-                found.extend(
-                    values
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|json| serde_json::from_slice::<AttemptRecord>(&json).ok())
-                        .filter(|r| {
-                            filter
-                                .outcome
-                                .as_deref()
-                                .is_none_or(|o| r.outcome.as_str() == o)
-                        }),
-                );
+                let records = self.read_records(values.into_iter().flatten()).await?;
+                found.extend(records.into_iter().filter(|r| {
+                    filter
+                        .outcome
+                        .as_deref()
+                        .is_none_or(|o| r.outcome.as_str() == o)
+                }));
             }
             if found.len() > limit || exhausted || scanned >= SCAN_LIMIT {
                 break;
@@ -343,10 +368,67 @@ impl AttemptIndex {
 
     pub async fn get(&self, id: &str) -> Result<Option<AttemptRecord>, IndexError> {
         let mut redis = self.redis.clone();
-        let json: Option<Vec<u8>> = redis::cmd("GET")
+        let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.attempt_key(id))
             .query_async(&mut redis)
             .await?;
-        Ok(json.and_then(|json| serde_json::from_slice(&json).ok()))
+        Ok(self.read_records(value).await?.pop())
     }
+
+    /// The records that index values point at, in their order; records no
+    /// longer in the stream (past its max age) are left out.
+    async fn read_records(
+        &self,
+        values: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Vec<AttemptRecord>, IndexError> {
+        let stream_name = self.names.attempts_stream();
+        let error = |message: String| IndexError::Stream {
+            stream: stream_name.clone(),
+            message,
+        };
+        let mut stream = None;
+        let mut reads = Vec::new();
+        for value in values {
+            let seq = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match seq {
+                Some(seq) => {
+                    if stream.is_none() {
+                        stream = Some(
+                            self.js
+                                .get_stream(&stream_name)
+                                .await
+                                .map_err(|e| error(e.to_string()))?,
+                        );
+                    }
+                    reads.push(futures::future::Either::Left(read_record(
+                        stream.clone().expect("opened above"),
+                        seq,
+                    )));
+                }
+                None => reads.push(futures::future::Either::Right(std::future::ready(Ok(
+                    serde_json::from_slice::<AttemptRecord>(&value).ok(),
+                )))),
+            }
+        }
+        let records: Vec<Result<Option<AttemptRecord>, String>> = futures::stream::iter(reads)
+            .buffered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut found = Vec::with_capacity(records.len());
+        for record in records {
+            found.extend(record.map_err(error)?);
+        }
+        Ok(found)
+    }
+}
+
+/// The record at `seq` of ATTEMPTS, `None` once the stream dropped it.
+async fn read_record(
+    stream: async_nats::jetstream::stream::Stream,
+    seq: u64,
+) -> Result<Option<AttemptRecord>, String> {
+    let stored = hookrelay_core::nats::get_stored(&stream, seq).await?;
+    Ok(stored.and_then(|stored| serde_json::from_slice(&stored.payload).ok()))
 }
