@@ -12,7 +12,8 @@ use indicatif::ProgressBar;
 
 use crate::receiver::now_us;
 
-/// Publishes unacknowledged at most this far ahead of the acks.
+/// Publishes unacknowledged at most this far ahead of the acks (async-nats
+/// lends 5,000 publish permits per context, held until the ack is awaited).
 const WINDOW: usize = 4096;
 
 /// A typical order event of about 300 bytes, carrying its publish time.
@@ -84,9 +85,12 @@ pub async fn open_loop(
                 }
             }
         }
-        // Everything due by now goes out.
+        // Everything due by now goes out, within the ack window.
         let now = now_us();
         while n < count && start + (n as f64 * interval_us) as u64 <= now {
+            while acks.len() >= WINDOW {
+                ack(acks.next().await)?;
+            }
             let due = start + (n as f64 * interval_us) as u64;
             acks.push(send(js, subject, body(n, due)).await?);
             n += 1;

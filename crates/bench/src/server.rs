@@ -147,9 +147,6 @@ impl Hookrelay {
         let client = async_nats::connect(&self.config.nats.url).await?;
         let js = async_nats::jetstream::new(client);
         hookrelay_core::nats::delete_streams(&js, &self.config).await;
-        let _ = js
-            .delete_stream(format!("KV_{}", self.config.names().subscriptions_bucket()))
-            .await;
         let mut redis = redis_connection(&self.config.redis.url).await?;
         let pattern = format!("{}:*", self.config.prefix);
         let mut cursor = 0u64;

@@ -29,8 +29,8 @@ fn run(scenario: &str) -> Value {
     report
 }
 
-/// The figure `name` of `report`, checked to be a positive number.
-fn positive(report: &Value, name: &str) -> f64 {
+/// The figure `name` of `report`, checked to be a finite number.
+fn figure(report: &Value, name: &str) -> f64 {
     let value = report["figures"]
         .as_array()
         .expect("figures")
@@ -39,16 +39,21 @@ fn positive(report: &Value, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no figure {name} in {report}"))["value"]
         .as_f64()
         .unwrap_or_else(|| panic!("{name} is not a number in {report}"));
-    assert!(
-        value.is_finite() && value > 0.0,
-        "{name} = {value} in {report}"
-    );
+    assert!(value.is_finite(), "{name} = {value} in {report}");
+    value
+}
+
+/// The figure `name` of `report`, checked to be positive.
+fn positive(report: &Value, name: &str) -> f64 {
+    let value = figure(report, name);
+    assert!(value > 0.0, "{name} = {value} in {report}");
     value
 }
 
 /// Every scenario reports hookrelay's CPU and peak RSS, and judges the RSS target.
 fn common(report: &Value) {
-    positive(report, "hookrelay_cpu");
+    // CPU is counted in 10 ms ticks: at this size it may read 0.
+    assert!(figure(report, "hookrelay_cpu") >= 0.0);
     let rss = positive(report, "hookrelay_peak_rss");
     assert!(rss > 1.0, "peak RSS of {rss} MiB is not a real reading");
     positive(report, "redis_used_memory");
@@ -99,7 +104,7 @@ fn isolation_compares_a_healthy_receiver_with_its_solo_rate() {
     positive(&report, "healthy_solo_per_sec");
     positive(&report, "healthy_beside_hung_per_sec");
     positive(&report, "kept_of_solo_rate");
-    positive(&report, "hung_requests_open");
+    positive(&report, "requests_to_hung_receiver");
     common(&report);
 }
 
@@ -108,14 +113,10 @@ fn retries_reports_bytes_per_entry_and_drain_rate() {
     let report = run("retries");
     // Other tests share this Redis, so at this size the reading is noise;
     // it must only be there.
-    let bytes = report["figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "redis_bytes_per_retry")
-        .and_then(|f| f["value"].as_f64());
-    assert!(bytes.is_some_and(f64::is_finite), "{report}");
+    figure(&report, "redis_bytes_per_retry");
     positive(&report, "drained_per_sec");
+    // Every retry was delivered, or the run would have failed.
+    positive(&report, "retries_delivered_per_sec");
     common(&report);
 }
 

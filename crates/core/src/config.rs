@@ -218,6 +218,12 @@ impl Config {
         if self.dispatcher.default_timeout.is_zero() {
             return invalid("dispatcher.default_timeout", "must be positive");
         }
+        if self.logs.retention > self.nats.attempts_max_age {
+            return invalid(
+                "logs.retention",
+                "must not exceed nats.attempts_max_age: the attempt records live in that stream",
+            );
+        }
         for (hash, tenant) in self.auth.entries() {
             if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
                 return invalid(

@@ -112,12 +112,17 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
         // keeping every other setting as the operator left it.
         let existing = created.cached_info().config.clone();
         if direct && !existing.allow_direct {
-            js.update_stream(stream::Config {
-                allow_direct: true,
-                ..existing
-            })
-            .await
-            .map_err(|e| error(&e))?;
+            // Reads fall back to the JetStream API without direct gets, so
+            // a stream that cannot be changed (an operator's) still works.
+            if let Err(e) = js
+                .update_stream(stream::Config {
+                    allow_direct: true,
+                    ..existing
+                })
+                .await
+            {
+                tracing::warn!(stream = %name, error = %e, "cannot enable direct gets; reads use the JetStream API");
+            }
         }
     }
     Ok(())
@@ -221,23 +226,24 @@ pub async fn read_event(
 
 /// The message at `seq` of `stream`, `None` once the stream dropped it: a
 /// direct get when the stream allows them (answered without the JetStream
-/// API's JSON and base64), else the API's get.
+/// API's JSON and base64), else, and to confirm a miss, the API's get.
 pub async fn get_stored(
     stream: &jetstream::stream::Stream,
     seq: u64,
 ) -> Result<Option<jetstream::message::StreamMessage>, String> {
     if stream.cached_info().config.allow_direct {
         match stream.direct_get(seq).await {
-            Ok(stored) => Ok(Some(stored)),
-            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error.to_string()),
+            Ok(stored) => return Ok(Some(stored)),
+            // Any replica answers a direct get, one that lags too: only the
+            // leader's "not found" is final.
+            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => {}
+            Err(error) => return Err(error.to_string()),
         }
-    } else {
-        match stream.get_raw_message(seq).await {
-            Ok(stored) => Ok(Some(stored)),
-            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(error) => Err(error.to_string()),
-        }
+    }
+    match stream.get_raw_message(seq).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(error) => Err(error.to_string()),
     }
 }
 

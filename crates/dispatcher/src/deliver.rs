@@ -23,8 +23,6 @@ use crate::{Dispatcher, DLQ_REASON_HEADER};
 /// Waiting tasks per in-flight slot beyond which a subscription's tasks are
 /// parked in the schedule instead of holding consumer capacity.
 const WAITING_PER_SLOT: usize = 4;
-/// How long a parked task waits before it is tried again.
-const PARK_FOR: Duration = Duration::from_secs(1);
 
 /// What follows an attempt.
 enum After {
@@ -69,8 +67,11 @@ impl Dispatcher {
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
+        let timeout = subscription
+            .timeout
+            .unwrap_or(self.config.dispatcher.default_timeout);
         if self.limits.waiting(&subscription.id) >= limit as usize * WAITING_PER_SLOT {
-            return self.park(message, &task).await;
+            return self.park(message, &task, timeout).await;
         }
         let permits = with_progress(&message, self.config.dispatcher.ack_wait, async {
             let own = self.limits.acquire(&subscription.id, limit).await;
@@ -84,9 +85,6 @@ impl Dispatcher {
         })
         .await;
         let started_at = Utc::now();
-        let timeout = subscription
-            .timeout
-            .unwrap_or(self.config.dispatcher.default_timeout);
         let built = self
             .shapers
             .get(&subscription)
@@ -103,6 +101,7 @@ impl Dispatcher {
                     .send(request, timeout, subscription.success_rule);
                 let result = with_progress(&message, self.config.dispatcher.ack_wait, send).await;
                 self.metrics.in_flight.dec();
+                self.limits.record(&subscription.id, result.duration);
                 (Some(recorded), result)
             }
             Err(error) => (
@@ -217,7 +216,7 @@ impl Dispatcher {
 
     /// Parks a task of a saturated subscription in the schedule, as the same
     /// attempt, so it waits in Redis rather than in the consumer's window.
-    async fn park(&self, message: Message, task: &DeliveryTask) {
+    async fn park(&self, message: Message, task: &DeliveryTask, timeout: Duration) {
         let entry = RetryEntry {
             seq: task.event.seq,
             subscription_id: task.subscription_id.clone(),
@@ -225,7 +224,11 @@ impl Dispatcher {
             first_attempt_ms: task.first_attempt_at.map_or(0, |at| at.timestamp_millis()),
             source: task.source,
         };
-        match self.schedule.add(&entry, Utc::now() + PARK_FOR).await {
+        let park_for =
+            self.limits
+                .park_for(&task.subscription_id, timeout, std::time::Instant::now());
+        let due = Utc::now() + chrono::Duration::from_std(park_for).unwrap_or_default();
+        match self.schedule.add(&entry, due).await {
             Ok(()) => {
                 self.metrics.parked.inc();
                 if let Err(error) = message.ack().await {

@@ -349,7 +349,13 @@ impl AttemptIndex {
                     .arg(&keys)
                     .query_async(&mut redis)
                     .await?;
-                let records = self.read_records(values.into_iter().flatten()).await?;
+                let mut pointers: Vec<(&str, Vec<u8>)> = Vec::with_capacity(ids.len());
+                for (id, value) in ids.iter().zip(values) {
+                    if let Some(value) = value {
+                        pointers.push((id, value));
+                    }
+                }
+                let records = self.read_records(pointers).await?;
                 found.extend(records.into_iter().filter(|r| {
                     filter
                         .outcome
@@ -372,14 +378,19 @@ impl AttemptIndex {
             .arg(self.attempt_key(id))
             .query_async(&mut redis)
             .await?;
-        Ok(self.read_records(value).await?.pop())
+        Ok(self
+            .read_records(value.map(|value| (id, value)))
+            .await?
+            .pop())
     }
 
     /// The records that index values point at, in their order; records no
-    /// longer in the stream (past its max age) are left out.
-    async fn read_records(
+    /// longer in the stream (past its max age), or whose id is not the one
+    /// indexed (the stream was recreated and its sequences reused), are
+    /// left out.
+    async fn read_records<'a>(
         &self,
-        values: impl IntoIterator<Item = Vec<u8>>,
+        values: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
     ) -> Result<Vec<AttemptRecord>, IndexError> {
         let stream_name = self.names.attempts_stream();
         let error = |message: String| IndexError::Stream {
@@ -388,7 +399,9 @@ impl AttemptIndex {
         };
         let mut stream = None;
         let mut reads = Vec::new();
-        for value in values {
+        let mut expected = Vec::new();
+        for (id, value) in values {
+            expected.push(id);
             let seq = std::str::from_utf8(&value)
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok());
@@ -417,8 +430,8 @@ impl AttemptIndex {
             .collect()
             .await;
         let mut found = Vec::with_capacity(records.len());
-        for record in records {
-            found.extend(record.map_err(error)?);
+        for (record, id) in records.into_iter().zip(expected) {
+            found.extend(record.map_err(error)?.filter(|record| record.id == id));
         }
         Ok(found)
     }
