@@ -125,6 +125,9 @@ impl std::fmt::Debug for StoredSecret {
     }
 }
 
+/// Every subscription id is this followed by a ULID.
+pub const ID_PREFIX: &str = "sub_";
+
 /// A subscription: which events go where, and how.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscription {

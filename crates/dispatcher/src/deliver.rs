@@ -67,11 +67,12 @@ impl Dispatcher {
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        let timeout = subscription
-            .timeout
-            .unwrap_or(self.config.dispatcher.default_timeout);
-        if self.limits.waiting(&subscription.id) >= limit as usize * WAITING_PER_SLOT {
-            return self.park(message, &task, timeout).await;
+        if self.limits.should_park(
+            &subscription.id,
+            WAITING_PER_SLOT,
+            std::time::Instant::now(),
+        ) {
+            return self.park(message, &task).await;
         }
         let permits = with_progress(&message, self.config.dispatcher.ack_wait, async {
             let own = self.limits.acquire(&subscription.id, limit).await;
@@ -85,6 +86,9 @@ impl Dispatcher {
         })
         .await;
         let started_at = Utc::now();
+        let timeout = subscription
+            .timeout
+            .unwrap_or(self.config.dispatcher.default_timeout);
         let built = self
             .shapers
             .get(&subscription)
@@ -216,7 +220,7 @@ impl Dispatcher {
 
     /// Parks a task of a saturated subscription in the schedule, as the same
     /// attempt, so it waits in Redis rather than in the consumer's window.
-    async fn park(&self, message: Message, task: &DeliveryTask, timeout: Duration) {
+    async fn park(&self, message: Message, task: &DeliveryTask) {
         let entry = RetryEntry {
             seq: task.event.seq,
             subscription_id: task.subscription_id.clone(),
@@ -224,9 +228,9 @@ impl Dispatcher {
             first_attempt_ms: task.first_attempt_at.map_or(0, |at| at.timestamp_millis()),
             source: task.source,
         };
-        let park_for =
-            self.limits
-                .park_for(&task.subscription_id, timeout, std::time::Instant::now());
+        let park_for = self
+            .limits
+            .park_for(&task.subscription_id, std::time::Instant::now());
         let due = Utc::now() + chrono::Duration::from_std(park_for).unwrap_or_default();
         match self.schedule.add(&entry, due).await {
             Ok(()) => {

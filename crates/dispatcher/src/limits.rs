@@ -22,6 +22,8 @@ struct Limit {
     waiting: Arc<AtomicUsize>,
     /// Moving mean of request durations, in seconds.
     mean_secs: f64,
+    /// When a request last finished (or the limit was made).
+    last_progress: Instant,
     /// When the last parked task is due back.
     parked_until: Option<Instant>,
 }
@@ -33,8 +35,22 @@ impl Limit {
             semaphore: Arc::new(Semaphore::new(size as usize)),
             waiting: Arc::default(),
             mean_secs: 0.0,
+            last_progress: Instant::now(),
             parked_until: None,
         }
+    }
+
+    /// Seconds a request takes, as far as can be told at `now`: the moving
+    /// mean, or longer while nothing has finished for longer (a receiver
+    /// that just started to hang).
+    fn request_secs(&self, now: Instant) -> f64 {
+        let stalled = now.saturating_duration_since(self.last_progress);
+        self.mean_secs.max(stalled.as_secs_f64())
+    }
+
+    /// Seconds between two requests being let through.
+    fn spacing_secs(&self, now: Instant) -> f64 {
+        self.request_secs(now) / self.size.max(1) as f64
     }
 }
 
@@ -87,6 +103,7 @@ impl InFlightLimits {
             .expect("limits lock")
             .get_mut(subscription_id)
         {
+            limit.last_progress = Instant::now();
             let took = took.as_secs_f64();
             limit.mean_secs = if limit.mean_secs == 0.0 {
                 took
@@ -96,24 +113,31 @@ impl InFlightLimits {
         }
     }
 
+    /// Whether a task of `subscription_id` should be parked rather than
+    /// wait here: when more than `per_slot` tasks per in-flight slot wait
+    /// and those already waiting would not all be sent within [`PARK_MIN`]
+    /// (a fast receiver's queue drains sooner than parking would).
+    pub fn should_park(&self, subscription_id: &str, per_slot: usize, now: Instant) -> bool {
+        let limits = self.limits.lock().expect("limits lock");
+        let Some(limit) = limits.get(subscription_id) else {
+            return false;
+        };
+        let waiting = limit.waiting.load(Ordering::Relaxed);
+        waiting >= limit.size as usize * per_slot
+            && waiting as f64 * limit.spacing_secs(now) > PARK_MIN.as_secs_f64()
+    }
+
     /// How long a task of a saturated `subscription_id` should stay parked.
     /// Parked tasks are spaced at the rate the subscription takes requests
-    /// (`max_in_flight` over its mean request time), so a receiver that
-    /// hangs gets its backlog back a little at a time, not all of it every
+    /// (`max_in_flight` over its request time), so a receiver that hangs
+    /// gets its backlog back a little at a time, not all of it every
     /// second; never less than [`PARK_MIN`] or more than [`PARK_MAX`].
-    /// Until a request has finished, one is assumed to take `timeout` (a
-    /// receiver that hangs has none finished for that long).
-    pub fn park_for(&self, subscription_id: &str, timeout: Duration, now: Instant) -> Duration {
+    pub fn park_for(&self, subscription_id: &str, now: Instant) -> Duration {
         let mut limits = self.limits.lock().expect("limits lock");
         let Some(limit) = limits.get_mut(subscription_id) else {
             return PARK_MIN;
         };
-        let mean = if limit.mean_secs > 0.0 {
-            limit.mean_secs
-        } else {
-            timeout.as_secs_f64()
-        };
-        let spacing = Duration::from_secs_f64(mean / limit.size.max(1) as f64);
+        let spacing = Duration::from_secs_f64(limit.spacing_secs(now));
         let earliest = now + PARK_MIN;
         let due = limit
             .parked_until
@@ -163,32 +187,61 @@ mod tests {
     #[tokio::test]
     async fn parked_tasks_of_a_slow_subscription_come_back_spread_out() {
         let limits = InFlightLimits::default();
-        let now = Instant::now();
-        let timeout = Duration::from_secs(10);
-        assert_eq!(limits.park_for("unknown", timeout, now), PARK_MIN);
+        let start = Instant::now();
+        assert_eq!(limits.park_for("unknown", start), PARK_MIN);
         drop(limits.acquire("hung", 2).await);
         drop(limits.acquire("fast", 2).await);
-        // Nothing finished yet: a request is assumed to take the timeout.
-        // Two at a time, 10 s each: one task back every 5 s.
-        let delays: Vec<Duration> = (0..3)
-            .map(|_| limits.park_for("hung", timeout, now))
-            .collect();
-        let secs = |s| Duration::from_secs(s);
-        assert_eq!(delays, [secs(6), secs(11), secs(16)]);
-        for _ in 0..100 {
-            limits.park_for("hung", timeout, now);
-        }
-        assert_eq!(
-            limits.park_for("hung", timeout, now),
-            PARK_MAX,
-            "never longer"
-        );
-        // A fast receiver's backlog comes back almost at once.
         limits.record("fast", Duration::from_millis(2));
-        let fast = limits.park_for("fast", timeout, now);
+        // Nothing has finished for 10 s: a request is taken to last 10 s,
+        // and two at a time means one task back every 5 s.
+        let now = start + Duration::from_secs(10);
+        for expected in [6.0, 11.0, 16.0] {
+            let delay = limits.park_for("hung", now).as_secs_f64();
+            assert!(
+                (delay - expected).abs() < 0.05,
+                "{delay} s, not {expected} s"
+            );
+        }
+        for _ in 0..100 {
+            limits.park_for("hung", now);
+        }
+        assert_eq!(limits.park_for("hung", now), PARK_MAX, "never longer");
+        // A fast receiver's backlog comes back almost at once.
+        let soon = Instant::now();
+        let fast = limits.park_for("fast", soon);
         assert!(
             fast > PARK_MIN && fast < PARK_MIN + Duration::from_millis(2),
             "{fast:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_queue_that_would_wait_longer_than_parking_is_parked() {
+        let limits = Arc::new(InFlightLimits::default());
+        let _held = limits.acquire("sub", 1).await;
+        limits.record("sub", Duration::from_millis(10));
+        let mut waiters = Vec::new();
+        for _ in 0..4 {
+            let limits = limits.clone();
+            waiters.push(tokio::spawn(async move { limits.acquire("sub", 1).await }));
+        }
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while limits.waiting("sub") != 4 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("four waiting");
+        let now = Instant::now();
+        // 4 waiting at 10 ms each: sent within 40 ms, sooner than parking.
+        assert!(!limits.should_park("sub", 4, now));
+        assert!(!limits.should_park("sub", 5, now), "fewer than 5 per slot");
+        // The receiver stops answering: after 2 s without progress the same
+        // queue would wait 8 s.
+        assert!(limits.should_park("sub", 4, now + Duration::from_secs(2)));
+        assert!(!limits.should_park("other", 0, now));
+        for waiter in waiters {
+            waiter.abort();
+        }
     }
 }

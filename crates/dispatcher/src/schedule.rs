@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::Source;
+use hookrelay_core::subscription::ID_PREFIX;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
 
@@ -29,7 +30,7 @@ impl RetryEntry {
     pub fn member(&self) -> String {
         let id = self
             .subscription_id
-            .strip_prefix(SUBSCRIPTION_PREFIX)
+            .strip_prefix(ID_PREFIX)
             .unwrap_or(&self.subscription_id);
         let mut member = String::with_capacity(48);
         push_base36(&mut member, self.seq);
@@ -58,7 +59,7 @@ impl RetryEntry {
         let seq = number(parts.next())?;
         let id = parts.next().filter(|id| !id.is_empty())?;
         let subscription_id = if radix == 36 && !id.contains('_') {
-            format!("{SUBSCRIPTION_PREFIX}{id}")
+            format!("{ID_PREFIX}{id}")
         } else {
             id.to_owned()
         };
@@ -79,9 +80,6 @@ impl RetryEntry {
         }
     }
 }
-
-/// Every subscription id starts so (`sub_<ULID>`).
-const SUBSCRIPTION_PREFIX: &str = "sub_";
 
 fn push_base36(out: &mut String, mut n: u64) {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";

@@ -4,7 +4,7 @@
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use hookrelay_core::subscription::Subscription;
+use hookrelay_core::subscription::{Subscription, ID_PREFIX};
 
 use crate::error::ApiError;
 
@@ -27,7 +27,7 @@ fn encode(sub: &Subscription) -> Result<Bytes, ApiError> {
 /// Ids are `sub_<ULID>`; anything else cannot be a key we wrote.
 fn check_id(id: &str) -> Result<(), ApiError> {
     let valid = id
-        .strip_prefix("sub_")
+        .strip_prefix(ID_PREFIX)
         .is_some_and(|rest| rest.len() == 26 && rest.chars().all(|c| c.is_ascii_alphanumeric()));
     if valid {
         Ok(())
@@ -46,7 +46,7 @@ impl Store {
 
     /// A fresh id, sorting by creation time.
     pub fn mint_id() -> String {
-        format!("sub_{}", ulid::Ulid::new())
+        format!("{ID_PREFIX}{}", ulid::Ulid::new())
     }
 
     pub async fn create(&self, mut sub: Subscription) -> Result<Subscription, ApiError> {
