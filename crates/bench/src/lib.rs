@@ -83,7 +83,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     if cli.scenarios == [Scenario::Serve] {
         return Ok(runtime.block_on(hookrelay::serve(None, hookrelay::Role::All))?);
     }
-    let reports = runtime.block_on(run(&cli))?;
+    let reports = runtime.block_on(async {
+        let reports = run(&cli).await;
+        if reports.is_err() {
+            server::clean_up_unfinished(&opts(&cli)).await;
+        }
+        reports
+    })?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
@@ -108,12 +114,16 @@ impl Opts {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
-    let opts = Opts {
+fn opts(cli: &Cli) -> Opts {
+    Opts {
         nats: cli.nats.clone(),
         redis: cli.redis.clone(),
         scale: cli.scale,
-    };
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
+    let opts = opts(cli);
     let chosen: Vec<Scenario> = cli
         .scenarios
         .iter()

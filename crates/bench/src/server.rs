@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -75,6 +76,10 @@ impl Hookrelay {
         }
         let config = Self::config_for(opts, &prefix);
         let child = command.spawn().context("starting hookrelay")?;
+        UNFINISHED
+            .lock()
+            .expect("unfinished lock")
+            .push(prefix.clone());
         let pid = child.id().context("hookrelay exited at once")? as i32;
         let mut server = Self {
             child,
@@ -105,6 +110,7 @@ impl Hookrelay {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let url = format!("http://{}/readyz", self.http);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::from("no answer");
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("hookrelay exited during startup: {status}");
@@ -113,9 +119,10 @@ impl Hookrelay {
                 if response.status().is_success() {
                     return Ok(());
                 }
+                last = response.text().await.unwrap_or_default();
             }
             if Instant::now() > deadline {
-                bail!("hookrelay not ready at {url} after 30 s");
+                bail!("hookrelay not ready at {url} after 30 s: {}", last.trim());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -144,32 +151,57 @@ impl Hookrelay {
     /// Stops hookrelay and deletes its streams and Redis keys.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.child.kill().await.ok();
-        let client = async_nats::connect(&self.config.nats.url).await?;
-        let js = async_nats::jetstream::new(client);
-        hookrelay_core::nats::delete_streams(&js, &self.config).await;
-        let mut redis = redis_connection(&self.config.redis.url).await?;
-        let pattern = format!("{}:*", self.config.prefix);
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(10_000)
+        delete_everything(&self.config).await?;
+        UNFINISHED
+            .lock()
+            .expect("unfinished lock")
+            .retain(|prefix| *prefix != self.config.prefix);
+        Ok(())
+    }
+}
+
+/// Prefixes of runs started and not yet stopped.
+static UNFINISHED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Deletes the streams and keys of every run that did not get to
+/// [`Hookrelay::stop`] (a scenario failed), so a failed benchmark leaves
+/// nothing behind in NATS or Redis.
+pub async fn clean_up_unfinished(opts: &Opts) {
+    let prefixes = std::mem::take(&mut *UNFINISHED.lock().expect("unfinished lock"));
+    for prefix in prefixes {
+        if let Err(error) = delete_everything(&Hookrelay::config_for(opts, &prefix)).await {
+            eprintln!("could not delete what run {prefix} made: {error:#}");
+        }
+    }
+}
+
+/// Deletes an installation's streams and Redis keys.
+async fn delete_everything(config: &Config) -> anyhow::Result<()> {
+    let client = async_nats::connect(&config.nats.url).await?;
+    let js = async_nats::jetstream::new(client);
+    hookrelay_core::nats::delete_streams(&js, config).await;
+    let mut redis = redis_connection(&config.redis.url).await?;
+    let pattern = format!("{}:*", config.prefix);
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
                 .query_async(&mut redis)
                 .await?;
-            if !keys.is_empty() {
-                let _: () = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut redis)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

@@ -1,0 +1,300 @@
+//! Scenarios of events delivered as they come (or debounced): one
+//! subscription, many, at a fixed rate, beside a hung receiver, in batches.
+
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use hookrelay_proto::v1 as pb;
+
+use super::{bar, rate, Run, CONCURRENCY, DELIVERED_BODY_LEN};
+use crate::admin;
+use crate::publisher;
+use crate::receiver::now_us;
+use crate::report::Report;
+use crate::{ceiling, Opts};
+
+pub async fn throughput(opts: &Opts) -> anyhow::Result<Report> {
+    let events = opts.count(200_000, 50);
+    let mut run = Run::start(opts, &[]).await?;
+    let mut report = Report::new(
+        "throughput",
+        format!("one subscription, {events} events published with pipelined acks"),
+    );
+    let ceiling = ceiling::measure(
+        &run.receiver,
+        events.min(100_000),
+        CONCURRENCY,
+        DELIVERED_BODY_LEN,
+    )
+    .await?;
+    let mut client = admin::client(&run.server).await?;
+    admin::create(
+        &mut client,
+        admin::subscription(&run.receiver.url("/ok"), "order.*"),
+    )
+    .await?;
+    run.mark().await?;
+    let start = now_us();
+    let subject = run.subject("order.paid");
+    publisher::closed_loop(
+        &run.js,
+        &subject,
+        events,
+        publisher::order_event,
+        &bar("publishing", events),
+    )
+    .await?;
+    let published = events as f64 * 1e6 / (now_us() - start) as f64;
+    run.wait_for("delivered", events, |s| s.ok.load(Ordering::Relaxed))
+        .await?;
+    let delivered = rate(events, start, &run.receiver.stats);
+    report.figure("deliveries_per_sec", delivered, "/s");
+    report.figure("ceiling_per_sec", ceiling, "/s");
+    report.figure("ratio_to_ceiling", 100.0 * delivered / ceiling, "%");
+    report.figure("publish_per_sec", published, "/s");
+    report.latency(&run.receiver.stats.take_latency());
+    report.target(
+        format!(
+            "deliveries at least 40% of the bare ceiling (was {:.1}%)",
+            100.0 * delivered / ceiling
+        ),
+        delivered >= 0.4 * ceiling,
+    );
+    run.finish(report).await
+}
+
+pub async fn fanout(opts: &Opts) -> anyhow::Result<Report> {
+    let subscriptions = opts.count(1000, 3);
+    let events = opts.count(200, 5);
+    let total = subscriptions * events;
+    let mut run = Run::start(opts, &[]).await?;
+    let mut report = Report::new(
+        "fanout",
+        format!(
+            "one event type, {subscriptions} subscriptions, {events} events: {total} deliveries"
+        ),
+    );
+    let ceiling = ceiling::measure(
+        &run.receiver,
+        total.min(100_000),
+        CONCURRENCY,
+        DELIVERED_BODY_LEN,
+    )
+    .await?;
+    let client = admin::client(&run.server).await?;
+    let url = run.receiver.url("/ok");
+    let created: Vec<anyhow::Result<String>> = futures::stream::iter(0..subscriptions)
+        .map(|_| {
+            let mut client = client.clone();
+            let subscription = admin::subscription(&url, "order.*");
+            async move { admin::create(&mut client, subscription).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    run.mark().await?;
+    let start = now_us();
+    publisher::closed_loop(
+        &run.js,
+        &run.subject("order.paid"),
+        events,
+        publisher::order_event,
+        &bar("publishing", events),
+    )
+    .await?;
+    run.wait_for("delivered", total, |s| s.ok.load(Ordering::Relaxed))
+        .await?;
+    let delivered = rate(total, start, &run.receiver.stats);
+    report.figure("deliveries_per_sec", delivered, "/s");
+    report.figure("ceiling_per_sec", ceiling, "/s");
+    report.figure("ratio_to_ceiling", 100.0 * delivered / ceiling, "%");
+    report.latency(&run.receiver.stats.take_latency());
+    run.finish(report).await
+}
+
+pub async fn latency(opts: &Opts, rate_per_sec: u64) -> anyhow::Result<Report> {
+    let events = opts.count(rate_per_sec * 20, 50);
+    let mut run = Run::start(opts, &[]).await?;
+    let mut report = Report::new(
+        "latency",
+        format!(
+            "open loop, {rate_per_sec} events/s for {:.1} s ({events} events), one subscription",
+            events as f64 / rate_per_sec as f64
+        ),
+    );
+    let mut client = admin::client(&run.server).await?;
+    admin::create(
+        &mut client,
+        admin::subscription(&run.receiver.url("/ok"), "order.*"),
+    )
+    .await?;
+    run.mark().await?;
+    let start = now_us();
+    publisher::open_loop(
+        &run.js,
+        &run.subject("order.paid"),
+        events,
+        rate_per_sec,
+        publisher::order_event,
+        &bar("publishing", events),
+    )
+    .await?;
+    run.wait_for("delivered", events, |s| s.ok.load(Ordering::Relaxed))
+        .await?;
+    report.figure("target_rate", rate_per_sec as f64, "/s");
+    report.figure(
+        "deliveries_per_sec",
+        rate(events, start, &run.receiver.stats),
+        "/s",
+    );
+    let latency = run.receiver.stats.take_latency();
+    report.latency(&latency);
+    let p99 = latency.value_at_quantile(0.99) as f64 / 1000.0;
+    report.target(
+        format!("p99 publish-to-receipt under 25 ms at {rate_per_sec}/s (was {p99:.1} ms)"),
+        p99 < 25.0,
+    );
+    run.finish(report).await
+}
+
+pub async fn isolation(opts: &Opts) -> anyhow::Result<Report> {
+    let events = opts.count(50_000, 50);
+    let mut run = Run::start(opts, &[]).await?;
+    let mut report = Report::new(
+        "isolation",
+        format!(
+            "{events} events to a healthy receiver alone, then {events} more with a second subscription whose receiver never answers"
+        ),
+    );
+    let mut client = admin::client(&run.server).await?;
+    admin::create(
+        &mut client,
+        admin::subscription(&run.receiver.url("/ok"), "order.*"),
+    )
+    .await?;
+    let subject = run.subject("order.paid");
+    // Warm (connections, caches) before either phase is timed.
+    let warm = events / 10;
+    publisher::closed_loop(
+        &run.js,
+        &subject,
+        warm,
+        publisher::order_event,
+        &bar("warming up", warm),
+    )
+    .await?;
+    run.wait_for("warmed up", warm, |s| s.ok.load(Ordering::Relaxed))
+        .await?;
+    run.receiver.stats.take_latency();
+    run.mark().await?;
+    let start = now_us();
+    publisher::closed_loop(
+        &run.js,
+        &subject,
+        events,
+        publisher::order_event,
+        &bar("publishing (solo)", events),
+    )
+    .await?;
+    run.wait_for("delivered (solo)", warm + events, |s| {
+        s.ok.load(Ordering::Relaxed)
+    })
+    .await?;
+    let solo = rate(events, start, &run.receiver.stats);
+    let solo_latency = run.receiver.stats.take_latency();
+
+    admin::create(
+        &mut client,
+        admin::subscription(&run.receiver.url("/hang"), "order.*"),
+    )
+    .await?;
+    let start = now_us();
+    publisher::closed_loop(
+        &run.js,
+        &subject,
+        events,
+        publisher::order_event,
+        &bar("publishing (beside)", events),
+    )
+    .await?;
+    run.wait_for("delivered (beside)", warm + 2 * events, |s| {
+        s.ok.load(Ordering::Relaxed)
+    })
+    .await?;
+    let beside = rate(events, start, &run.receiver.stats);
+    report.figure("healthy_solo_per_sec", solo, "/s");
+    report.figure("healthy_beside_hung_per_sec", beside, "/s");
+    report.figure("kept_of_solo_rate", 100.0 * beside / solo, "%");
+    report.figure(
+        "requests_to_hung_receiver",
+        run.receiver.stats.hung.load(Ordering::Relaxed) as f64,
+        "",
+    );
+    report.figure(
+        "healthy_solo_latency_p99",
+        solo_latency.value_at_quantile(0.99) as f64 / 1000.0,
+        "ms",
+    );
+    // Latency of the healthy receiver beside the hung one.
+    report.latency(&run.receiver.stats.take_latency());
+    report.target(
+        format!(
+            "the healthy receiver keeps at least 90% of its solo rate (kept {:.1}%)",
+            100.0 * beside / solo
+        ),
+        beside >= 0.9 * solo,
+    );
+    run.finish(report).await
+}
+
+pub async fn batching(opts: &Opts) -> anyhow::Result<Report> {
+    let changes = opts.count(100_000, 50);
+    let mut run = Run::start(opts, &[]).await?;
+    let mut report = Report::new(
+        "batching",
+        format!(
+            "seed 001: {changes} changes to distinct trainings, debounced 1 s, up to 1000 per batch"
+        ),
+    );
+    let mut subscription = admin::subscription(&run.receiver.url("/batch"), "training.*");
+    subscription.request = Some(pb::RequestSpec {
+        envelope: pb::Envelope::ChangesBatch as i32,
+        ..Default::default()
+    });
+    subscription.batch = Some(pb::BatchSpec {
+        window: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        max_size: 1000,
+        url_template: "https://api.example.com/{{ object }}s/{{ entity_id }}".into(),
+        ..Default::default()
+    });
+    let mut client = admin::client(&run.server).await?;
+    admin::create(&mut client, subscription).await?;
+    run.mark().await?;
+    let start = now_us();
+    publisher::closed_loop(
+        &run.js,
+        &run.subject("training.update"),
+        changes,
+        publisher::change_event,
+        &bar("publishing changes", changes),
+    )
+    .await?;
+    run.wait_for("changes delivered", changes, |s| {
+        s.changes.load(Ordering::Relaxed)
+    })
+    .await?;
+    let stats = &run.receiver.stats;
+    let batches = stats.batches.load(Ordering::Relaxed);
+    report.figure("changes_per_sec", rate(changes, start, stats), "/s");
+    report.figure("batches", batches as f64, "");
+    report.figure(
+        "changes_per_batch",
+        changes as f64 / batches.max(1) as f64,
+        "",
+    );
+    run.finish(report).await
+}

@@ -1,0 +1,176 @@
+//! The six scenarios. Each starts its own hookrelay (fresh prefix, fresh
+//! process, so peak RSS is the scenario's own), its own receiver, measures,
+//! then deletes everything it created.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_nats::jetstream;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::admin::TENANT;
+use crate::receiver::{Receiver, Stats};
+use crate::report::{Report, RSS_TARGET_BYTES};
+use crate::server::{redis_connection, redis_used_memory, Hookrelay};
+use crate::Opts;
+
+mod delivery;
+mod retries;
+
+pub use delivery::{batching, fanout, isolation, latency, throughput};
+pub use retries::retries;
+
+/// Requests in flight per subscription: hookrelay's default, and the
+/// concurrency of the bare ceiling.
+const CONCURRENCY: usize = 64;
+/// About the size of the standard envelope of [`publisher::order_event`].
+const DELIVERED_BODY_LEN: usize = 420;
+/// A run with no progress for this long has failed.
+const STALL: Duration = Duration::from_secs(60);
+
+/// A scenario's hookrelay, receiver and connections, and the readings taken
+/// when measuring began.
+struct Run {
+    server: Hookrelay,
+    receiver: Receiver,
+    js: jetstream::Context,
+    redis: redis::aio::MultiplexedConnection,
+    redis_before: u64,
+    cpu_before: f64,
+}
+
+impl Run {
+    async fn start(opts: &Opts, settings: &[(&str, String)]) -> anyhow::Result<Self> {
+        let receiver = Receiver::start().await?;
+        let server = Hookrelay::start(opts, settings).await?;
+        Self::with(opts, server, receiver).await
+    }
+
+    async fn with(opts: &Opts, server: Hookrelay, receiver: Receiver) -> anyhow::Result<Self> {
+        let client = async_nats::connect(&opts.nats)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {}", opts.nats))?;
+        let mut redis = redis_connection(&opts.redis).await?;
+        let redis_before = redis_used_memory(&mut redis).await?;
+        let cpu_before = server.cpu_seconds()?;
+        Ok(Self {
+            server,
+            receiver,
+            js: jetstream::new(client),
+            redis,
+            redis_before,
+            cpu_before,
+        })
+    }
+
+    fn subject(&self, event_type: &str) -> String {
+        self.server.config.names().event_subject(TENANT, event_type)
+    }
+
+    /// Restarts the CPU and Redis readings (after a setup phase).
+    async fn mark(&mut self) -> anyhow::Result<()> {
+        self.cpu_before = self.server.cpu_seconds()?;
+        self.redis_before = redis_used_memory(&mut self.redis).await?;
+        Ok(())
+    }
+
+    /// Waits until `count` of the receiver's stats reaches `total`, showing
+    /// progress; fails when nothing moves for a minute or hookrelay dies.
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        total: u64,
+        count: fn(&Stats) -> u64,
+    ) -> anyhow::Result<()> {
+        let bar = bar(what, total);
+        let mut last = (0, Instant::now());
+        loop {
+            let now = count(&self.receiver.stats);
+            bar.set_position(now.min(total));
+            if now >= total {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                bail!("{what}: stalled at {now} of {total}");
+            }
+            self.server.check_alive()?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Adds CPU, memory and Redis figures and the RSS target, then stops
+    /// hookrelay and deletes what it created.
+    async fn finish(mut self, mut report: Report) -> anyhow::Result<Report> {
+        let cpu = self.server.cpu_seconds()? - self.cpu_before;
+        let rss = self.server.peak_rss()?;
+        let redis_after = redis_used_memory(&mut self.redis).await?;
+        report.figure("hookrelay_cpu", cpu, "s");
+        report.figure("hookrelay_peak_rss", rss as f64 / 1_048_576.0, "MiB");
+        report.figure("redis_used_memory", redis_after as f64 / 1_048_576.0, "MiB");
+        report.figure(
+            "redis_memory_growth",
+            (redis_after as f64 - self.redis_before as f64) / 1_048_576.0,
+            "MiB",
+        );
+        report.target(
+            format!(
+                "hookrelay peak RSS under 150 MiB (was {:.1} MiB)",
+                rss as f64 / 1_048_576.0
+            ),
+            rss < RSS_TARGET_BYTES,
+        );
+        self.server.stop().await?;
+        Ok(report)
+    }
+}
+
+fn bar(what: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Events per second over `count` from `start_us` to the last receipt.
+fn rate(count: u64, start_us: u64, stats: &Stats) -> f64 {
+    let end = stats.last_us.load(Ordering::Relaxed).max(start_us + 1);
+    count as f64 * 1e6 / (end - start_us) as f64
+}
+
+/// Waits until `consumer` has nothing left to process; fails when it makes
+/// no progress for [`STALL`].
+async fn wait_consumed(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(stream).await?;
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let mut pull: jetstream::consumer::PullConsumer = stream
+            .get_consumer(consumer)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {consumer}: {e}"))?;
+        let info = pull.info().await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        if info.num_pending != last.0 {
+            last = (info.num_pending, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            bail!(
+                "consumer {consumer} stalled with {} pending",
+                info.num_pending
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
