@@ -57,6 +57,13 @@ impl Report {
             .map(|f| f.value)
     }
 
+    /// `delivered` per second next to the bare `ceiling`, and their ratio.
+    pub fn against_ceiling(&mut self, delivered: f64, ceiling: f64) {
+        self.figure("deliveries_per_sec", delivered, "/s");
+        self.figure("ceiling_per_sec", ceiling, "/s");
+        self.figure("ratio_to_ceiling", 100.0 * delivered / ceiling, "%");
+    }
+
     /// p50, p99 and p99.9 of a latency histogram in microseconds, as ms.
     pub fn latency(&mut self, histogram: &Histogram<u64>) {
         if histogram.is_empty() {

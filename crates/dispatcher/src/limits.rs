@@ -87,7 +87,8 @@ impl InFlightLimits {
     }
 
     /// Tasks of `subscription_id` waiting for a permit now.
-    pub fn waiting(&self, subscription_id: &str) -> usize {
+    #[cfg(test)]
+    fn waiting(&self, subscription_id: &str) -> usize {
         self.limits
             .lock()
             .expect("limits lock")

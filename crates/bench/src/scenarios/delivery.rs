@@ -27,30 +27,16 @@ pub async fn throughput(opts: &Opts) -> anyhow::Result<Report> {
         DELIVERED_BODY_LEN,
     )
     .await?;
-    let mut client = admin::client(&run.server).await?;
-    admin::create(
-        &mut client,
-        admin::subscription(&run.receiver.url("/ok"), "order.*"),
-    )
-    .await?;
+    run.subscribe(admin::subscription(&run.receiver.url("/ok"), "order.*"))
+        .await?;
     run.mark().await?;
     let start = now_us();
-    let subject = run.subject("order.paid");
-    publisher::closed_loop(
-        &run.js,
-        &subject,
-        events,
-        publisher::order_event,
-        &bar("publishing", events),
-    )
-    .await?;
-    let published = events as f64 * 1e6 / (now_us() - start) as f64;
-    run.wait_for("delivered", events, |s| s.ok.load(Ordering::Relaxed))
+    run.publish("order.paid", events, publisher::order_event, "publishing")
         .await?;
+    let published = events as f64 * 1e6 / (now_us() - start) as f64;
+    run.delivered("delivered", events).await?;
     let delivered = rate(events, start, &run.receiver.stats);
-    report.figure("deliveries_per_sec", delivered, "/s");
-    report.figure("ceiling_per_sec", ceiling, "/s");
-    report.figure("ratio_to_ceiling", 100.0 * delivered / ceiling, "%");
+    report.against_ceiling(delivered, ceiling);
     report.figure("publish_per_sec", published, "/s");
     report.latency(&run.receiver.stats.take_latency());
     report.target(
@@ -95,20 +81,10 @@ pub async fn fanout(opts: &Opts) -> anyhow::Result<Report> {
     created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     run.mark().await?;
     let start = now_us();
-    publisher::closed_loop(
-        &run.js,
-        &run.subject("order.paid"),
-        events,
-        publisher::order_event,
-        &bar("publishing", events),
-    )
-    .await?;
-    run.wait_for("delivered", total, |s| s.ok.load(Ordering::Relaxed))
+    run.publish("order.paid", events, publisher::order_event, "publishing")
         .await?;
-    let delivered = rate(total, start, &run.receiver.stats);
-    report.figure("deliveries_per_sec", delivered, "/s");
-    report.figure("ceiling_per_sec", ceiling, "/s");
-    report.figure("ratio_to_ceiling", 100.0 * delivered / ceiling, "%");
+    run.delivered("delivered", total).await?;
+    report.against_ceiling(rate(total, start, &run.receiver.stats), ceiling);
     report.latency(&run.receiver.stats.take_latency());
     run.finish(report).await
 }
@@ -123,12 +99,8 @@ pub async fn latency(opts: &Opts, rate_per_sec: u64) -> anyhow::Result<Report> {
             events as f64 / rate_per_sec as f64
         ),
     );
-    let mut client = admin::client(&run.server).await?;
-    admin::create(
-        &mut client,
-        admin::subscription(&run.receiver.url("/ok"), "order.*"),
-    )
-    .await?;
+    run.subscribe(admin::subscription(&run.receiver.url("/ok"), "order.*"))
+        .await?;
     run.mark().await?;
     let start = now_us();
     publisher::open_loop(
@@ -140,8 +112,7 @@ pub async fn latency(opts: &Opts, rate_per_sec: u64) -> anyhow::Result<Report> {
         &bar("publishing", events),
     )
     .await?;
-    run.wait_for("delivered", events, |s| s.ok.load(Ordering::Relaxed))
-        .await?;
+    run.delivered("delivered", events).await?;
     report.figure("target_rate", rate_per_sec as f64, "/s");
     report.figure(
         "deliveries_per_sec",
@@ -167,61 +138,39 @@ pub async fn isolation(opts: &Opts) -> anyhow::Result<Report> {
             "{events} events to a healthy receiver alone, then {events} more with a second subscription whose receiver never answers"
         ),
     );
-    let mut client = admin::client(&run.server).await?;
-    admin::create(
-        &mut client,
-        admin::subscription(&run.receiver.url("/ok"), "order.*"),
-    )
-    .await?;
-    let subject = run.subject("order.paid");
+    run.subscribe(admin::subscription(&run.receiver.url("/ok"), "order.*"))
+        .await?;
     // Warm (connections, caches) before either phase is timed.
     let warm = events / 10;
-    publisher::closed_loop(
-        &run.js,
-        &subject,
-        warm,
-        publisher::order_event,
-        &bar("warming up", warm),
-    )
-    .await?;
-    run.wait_for("warmed up", warm, |s| s.ok.load(Ordering::Relaxed))
+    run.publish("order.paid", warm, publisher::order_event, "warming up")
         .await?;
+    run.delivered("warmed up", warm).await?;
     run.receiver.stats.take_latency();
     run.mark().await?;
     let start = now_us();
-    publisher::closed_loop(
-        &run.js,
-        &subject,
+    run.publish(
+        "order.paid",
         events,
         publisher::order_event,
-        &bar("publishing (solo)", events),
+        "publishing (solo)",
     )
     .await?;
-    run.wait_for("delivered (solo)", warm + events, |s| {
-        s.ok.load(Ordering::Relaxed)
-    })
-    .await?;
+    run.delivered("delivered (solo)", warm + events).await?;
     let solo = rate(events, start, &run.receiver.stats);
     let solo_latency = run.receiver.stats.take_latency();
 
-    admin::create(
-        &mut client,
-        admin::subscription(&run.receiver.url("/hang"), "order.*"),
-    )
-    .await?;
+    run.subscribe(admin::subscription(&run.receiver.url("/hang"), "order.*"))
+        .await?;
     let start = now_us();
-    publisher::closed_loop(
-        &run.js,
-        &subject,
+    run.publish(
+        "order.paid",
         events,
         publisher::order_event,
-        &bar("publishing (beside)", events),
+        "publishing (beside)",
     )
     .await?;
-    run.wait_for("delivered (beside)", warm + 2 * events, |s| {
-        s.ok.load(Ordering::Relaxed)
-    })
-    .await?;
+    run.delivered("delivered (beside)", warm + 2 * events)
+        .await?;
     let beside = rate(events, start, &run.receiver.stats);
     report.figure("healthy_solo_per_sec", solo, "/s");
     report.figure("healthy_beside_hung_per_sec", beside, "/s");
@@ -271,16 +220,14 @@ pub async fn batching(opts: &Opts) -> anyhow::Result<Report> {
         url_template: "https://api.example.com/{{ object }}s/{{ entity_id }}".into(),
         ..Default::default()
     });
-    let mut client = admin::client(&run.server).await?;
-    admin::create(&mut client, subscription).await?;
+    run.subscribe(subscription).await?;
     run.mark().await?;
     let start = now_us();
-    publisher::closed_loop(
-        &run.js,
-        &run.subject("training.update"),
+    run.publish(
+        "training.update",
         changes,
         publisher::change_event,
-        &bar("publishing changes", changes),
+        "publishing changes",
     )
     .await?;
     run.wait_for("changes delivered", changes, |s| {

@@ -9,7 +9,10 @@ use anyhow::{bail, Context};
 use async_nats::jetstream;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::admin::TENANT;
+use hookrelay_proto::v1 as pb;
+
+use crate::admin::{self, TENANT};
+use crate::publisher;
 use crate::receiver::{Receiver, Stats};
 use crate::report::{Report, RSS_TARGET_BYTES};
 use crate::server::{redis_connection, redis_used_memory, Hookrelay};
@@ -66,6 +69,30 @@ impl Run {
 
     fn subject(&self, event_type: &str) -> String {
         self.server.config.names().event_subject(TENANT, event_type)
+    }
+
+    /// Creates `subscription`; returns its id.
+    async fn subscribe(&self, subscription: pb::Subscription) -> anyhow::Result<String> {
+        admin::create(&mut admin::client(&self.server).await?, subscription).await
+    }
+
+    /// Publishes `count` events of `event_type` (made by `body`) with
+    /// pipelined acks, showing `what` as progress.
+    async fn publish(
+        &self,
+        event_type: &str,
+        count: u64,
+        body: fn(u64, u64) -> bytes::Bytes,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let subject = self.subject(event_type);
+        publisher::closed_loop(&self.js, &subject, count, body, &bar(what, count)).await
+    }
+
+    /// Waits until the receiver has answered `total` requests on `/ok`.
+    async fn delivered(&mut self, what: &str, total: u64) -> anyhow::Result<()> {
+        self.wait_for(what, total, |s| s.ok.load(Ordering::Relaxed))
+            .await
     }
 
     /// Restarts the CPU and Redis readings (after a setup phase).
