@@ -141,6 +141,11 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestorConfig {
     pub fetch_batch: usize,
+    /// Where the dispatcher runs in the same process, send first attempts
+    /// straight to it instead of through DELIVERIES.
+    pub handoff: bool,
+    /// Events matching more subscriptions than this go through DELIVERIES.
+    pub handoff_max_fanout: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod failure;
 pub mod health;
 pub mod index;
 pub mod names;

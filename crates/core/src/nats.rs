@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, kv, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::failure::FailureKind;
 use crate::health::Flag;
 
 /// A NATS or JetStream operation that failed.
@@ -167,6 +168,79 @@ pub async fn delete_streams(js: &jetstream::Context, config: &Config) {
     }
 }
 
+/// A stored event could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// NATS did not answer: try again later.
+    #[error("cannot read {stream} #{seq}: {message}")]
+    Unavailable {
+        stream: String,
+        seq: u64,
+        message: String,
+    },
+    /// What is stored there is not an event: reading it again cannot help.
+    #[error("{stream} #{seq} is not a readable event: {message}")]
+    Unreadable {
+        stream: String,
+        seq: u64,
+        message: String,
+    },
+}
+
+impl ReadError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ReadError::Unavailable { .. } => FailureKind::Transient,
+            ReadError::Unreadable { .. } => FailureKind::Permanent,
+        }
+    }
+}
+
+/// A publish that JetStream did not store.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing to {subject}: {source}")]
+pub struct PublishError {
+    pub subject: String,
+    #[source]
+    pub source: jetstream::context::PublishError,
+}
+
+impl PublishError {
+    /// Permanent when the message can never fit; transient otherwise (a
+    /// timeout, a lost connection, a missing stream being recreated).
+    pub fn kind(&self) -> FailureKind {
+        match self.source.kind() {
+            jetstream::context::PublishErrorKind::MaxPayloadExceeded => FailureKind::Permanent,
+            _ => FailureKind::Transient,
+        }
+    }
+}
+
+/// Publishes and waits for JetStream's ack.
+pub async fn publish_acked(
+    js: &jetstream::Context,
+    subject: String,
+    message: jetstream::message::PublishMessage,
+) -> Result<jetstream::publish::PublishAck, PublishError> {
+    let error = |subject: &str, source| PublishError {
+        subject: subject.to_owned(),
+        source,
+    };
+    let ack = js
+        .send_publish(subject.clone(), message)
+        .await
+        .map_err(|e| error(&subject, e))?;
+    ack.await.map_err(|e| error(&subject, e))
+}
+
+/// The stream a task's `source` points into.
+pub fn source_stream(names: &crate::Names, source: crate::delivery::Source) -> String {
+    match source {
+        crate::delivery::Source::Event => names.events_stream(),
+        crate::delivery::Source::Batch => names.batches_stream(),
+    }
+}
+
 /// The event stored at `seq` of EVENTS (or BATCHES), as delivered the first
 /// time; `None` when the stream no longer holds it.
 pub async fn load_event(
@@ -174,16 +248,17 @@ pub async fn load_event(
     config: &Config,
     source: crate::delivery::Source,
     seq: u64,
-) -> Result<Option<crate::event::Event>, String> {
+) -> Result<Option<crate::event::Event>, ReadError> {
     let names = config.names();
-    let stream_name = match source {
-        crate::delivery::Source::Event => names.events_stream(),
-        crate::delivery::Source::Batch => names.batches_stream(),
-    };
+    let stream_name = source_stream(&names, source);
     let stream = js
         .get_stream(&stream_name)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ReadError::Unavailable {
+            stream: stream_name.clone(),
+            seq,
+            message: e.to_string(),
+        })?;
     read_event(&stream, &names, source, seq).await
 }
 
@@ -193,11 +268,17 @@ pub async fn read_event(
     names: &crate::Names,
     source: crate::delivery::Source,
     seq: u64,
-) -> Result<Option<crate::event::Event>, String> {
+) -> Result<Option<crate::event::Event>, ReadError> {
     use crate::delivery::Source;
     use crate::event::Event;
+    let stream_name = || stream.cached_info().config.name.clone();
     let Some(stored) = get_stored(stream, seq).await? else {
         return Ok(None);
+    };
+    let unreadable = |message: String| ReadError::Unreadable {
+        stream: stream_name(),
+        seq,
+        message,
     };
     let event = match source {
         Source::Event => {
@@ -214,11 +295,11 @@ pub async fn read_event(
                 stored.time,
                 usize::MAX,
             )
-            .map_err(|e| e.to_string())?
+            .map_err(|e| unreadable(e.to_string()))?
         }
         Source::Batch => Event {
             seq: stored.sequence,
-            ..serde_json::from_slice(&stored.payload).map_err(|e| e.to_string())?
+            ..serde_json::from_slice(&stored.payload).map_err(|e| unreadable(e.to_string()))?
         },
     };
     Ok(Some(event))
@@ -227,23 +308,29 @@ pub async fn read_event(
 /// The message at `seq` of `stream`, `None` once the stream dropped it: a
 /// direct get when the stream allows them (answered without the JetStream
 /// API's JSON and base64), else, and to confirm a miss, the API's get.
+/// Every error is [`ReadError::Unavailable`].
 pub async fn get_stored(
     stream: &jetstream::stream::Stream,
     seq: u64,
-) -> Result<Option<jetstream::message::StreamMessage>, String> {
+) -> Result<Option<jetstream::message::StreamMessage>, ReadError> {
+    let unavailable = |message: String| ReadError::Unavailable {
+        stream: stream.cached_info().config.name.clone(),
+        seq,
+        message,
+    };
     if stream.cached_info().config.allow_direct {
         match stream.direct_get(seq).await {
             Ok(stored) => return Ok(Some(stored)),
             // Any replica answers a direct get, one that lags too: only the
             // leader's "not found" is final.
             Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => {}
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(unavailable(error.to_string())),
         }
     }
     match stream.get_raw_message(seq).await {
         Ok(stored) => Ok(Some(stored)),
         Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(unavailable(error.to_string())),
     }
 }
 

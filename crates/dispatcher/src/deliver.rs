@@ -1,28 +1,36 @@
-//! One delivery: find the subscription, wait for a permit, send, then decide
-//! what follows a failure (a retry in Redis, or giving up with a DLQ entry),
-//! record the attempt, and only then ack the task.
+//! One delivery: read the event by reference, find the subscription, wait
+//! for a permit, send, then decide what follows a failure (a retry in
+//! Redis, or giving up with a DLQ entry), record the attempt, and only then
+//! settle the task.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, AckKind, Message};
-use async_nats::HeaderMap;
+use async_nats::jetstream::{kv, Message};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::{AttemptRecord, DeliveryTask, GiveUp, Outcome, RecordedRequest};
+use hookrelay_core::event::Event;
+use hookrelay_core::failure::{Dependency, FailureKind};
 use hookrelay_core::retry::{self, Next};
 use hookrelay_core::signing::webhook_id;
 use hookrelay_core::subscription::Subscription;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::lease::Lease;
 use crate::request;
 use crate::schedule::RetryEntry;
 use crate::sender::SendResult;
-use crate::{Dispatcher, DLQ_REASON_HEADER};
+use crate::Dispatcher;
 
 /// Waiting tasks per in-flight slot beyond which a subscription's tasks are
 /// parked in the schedule instead of holding consumer capacity.
 const WAITING_PER_SLOT: usize = 4;
+
+/// The name transient failures are counted under.
+pub(crate) const COMPONENT: &str = "dispatcher";
+
+/// The subscription's own permit and one of the global pool.
+pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// What follows an attempt.
 enum After {
@@ -32,20 +40,67 @@ enum After {
 }
 
 impl Dispatcher {
+    /// Delivers a task read from DELIVERIES.
     pub(crate) async fn deliver(self: Arc<Self>, message: Message) {
-        let task: DeliveryTask = match serde_json::from_slice(&message.payload) {
-            Ok(task) => task,
+        match DeliveryTask::parse(&message.payload) {
+            Ok(task) => self.run_task(task, Lease::Stream(message), None).await,
             Err(error) => {
-                return self
-                    .dead_letter(message, &format!("unreadable delivery task: {error}"))
+                self.dead_letter(message, &format!("unreadable delivery task: {error}"))
                     .await
             }
-        };
+        }
+    }
+
+    /// Delivers `task`, settling `lease` when done. `permits` are given when
+    /// the task was handed over with them already taken.
+    pub(crate) async fn run_task(
+        self: Arc<Self>,
+        task: DeliveryTask,
+        lease: Lease,
+        permits: Option<Permits>,
+    ) {
         let subscription = match self.subscription(&task.subscription_id).await {
             Ok(subscription) => subscription.filter(|s| s.enabled),
             Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
                 tracing::warn!(subscription = %task.subscription_id, %error, "cannot read subscription; retrying the task");
-                return nak(&message).await;
+                return lease.retry().await;
+            }
+        };
+        let event = match self.events.get(task.source, task.seq).await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                let reason = format!(
+                    "event {} of {} is no longer retained (past the stream's max age)",
+                    task.seq,
+                    hookrelay_core::nats::source_stream(&self.config.names(), task.source)
+                );
+                return self
+                    .end_without_event(
+                        task,
+                        subscription.as_deref(),
+                        lease,
+                        GiveUp::Expired,
+                        reason,
+                    )
+                    .await;
+            }
+            Err(error) if error.kind() == FailureKind::Permanent => {
+                let reason = error.to_string();
+                return self
+                    .end_without_event(
+                        task,
+                        subscription.as_deref(),
+                        lease,
+                        GiveUp::Invalid,
+                        reason,
+                    )
+                    .await;
+            }
+            Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(seq = task.seq, %error, "cannot read the event of a task; retrying the task");
+                return lease.retry().await;
             }
         };
         let Some(subscription) = subscription else {
@@ -55,36 +110,45 @@ impl Dispatcher {
                 Outcome::Disabled,
                 "subscription deleted or disabled before delivery",
             );
-            let record = self.record(
-                &task,
-                None,
-                &result,
-                Utc::now(),
-                After::GiveUp(GiveUp::Disabled),
-            );
-            return self.finish(message, record).await;
+            let after = After::GiveUp(GiveUp::Disabled);
+            let record = self.record(&task, &event, None, &result, Utc::now(), after);
+            return self.finish(lease, record).await;
         };
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        if self.limits.should_park(
-            &subscription.id,
-            WAITING_PER_SLOT,
-            std::time::Instant::now(),
-        ) {
-            return self.park(message, &task).await;
-        }
-        let permits = with_progress(&message, self.config.dispatcher.ack_wait, async {
-            let own = self.limits.acquire(&subscription.id, limit).await;
-            let global = self
-                .global
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
-            (own, global)
-        })
-        .await;
+        let permits = match permits {
+            Some(permits) => permits,
+            None => {
+                let now = std::time::Instant::now();
+                if self
+                    .limits
+                    .should_park(&subscription.id, WAITING_PER_SLOT, now)
+                {
+                    return self.park(lease, &task).await;
+                }
+                lease
+                    .with_progress(self.config.dispatcher.ack_wait, async {
+                        let own = self.limits.acquire(&subscription.id, limit).await;
+                        let global = self.global.clone().acquire_owned().await;
+                        (own, global.expect("never closed"))
+                    })
+                    .await
+            }
+        };
+        self.attempt(task, event, subscription, lease, permits)
+            .await
+    }
+
+    /// Sends the request and settles the task by its outcome.
+    async fn attempt(
+        &self,
+        task: DeliveryTask,
+        event: Arc<Event>,
+        subscription: Arc<Subscription>,
+        lease: Lease,
+        permits: Permits,
+    ) {
         let started_at = Utc::now();
         let timeout = subscription
             .timeout
@@ -93,7 +157,7 @@ impl Dispatcher {
             .shapers
             .get(&subscription)
             .map_err(request::BuildError::from)
-            .and_then(|shaper| request::build(&subscription, &shaper, &task.event, started_at));
+            .and_then(|shaper| request::build(&subscription, &shaper, &event, started_at));
         let (request, result) = match built {
             Ok(request) => {
                 let recorded = request::recorded(&request);
@@ -103,7 +167,9 @@ impl Dispatcher {
                 let send = self
                     .sender
                     .send(request, timeout, subscription.success_rule);
-                let result = with_progress(&message, self.config.dispatcher.ack_wait, send).await;
+                let result = lease
+                    .with_progress(self.config.dispatcher.ack_wait, send)
+                    .await;
                 self.metrics.in_flight.dec();
                 self.limits.record(&subscription.id, result.duration);
                 (Some(recorded), result)
@@ -123,29 +189,73 @@ impl Dispatcher {
         } else if request.is_none() {
             // The request could not be built (a template failing on this
             // event): trying again would fail the same way.
-            After::GiveUp(GiveUp::NoRetry)
+            After::GiveUp(GiveUp::Invalid)
         } else {
             match self
                 .after_failure(&subscription, &task, &result, started_at)
                 .await
             {
-                Ok(after) => after,
+                Ok(after) => {
+                    self.transients.recovered(COMPONENT, Dependency::Redis);
+                    after
+                }
                 Err(error) => {
                     // The attempt is recorded; the task comes back and is sent again.
-                    tracing::warn!(subscription = %subscription.id, %error, "cannot schedule the retry; the task will be redelivered");
-                    let record = self.record(&task, request, &result, started_at, After::Done);
-                    self.publish_record(&record).await.ok();
-                    return nak(&message).await;
+                    self.transients.failed(COMPONENT, Dependency::Redis);
+                    tracing::warn!(subscription = %subscription.id, %error, "cannot schedule the retry; the task will be tried again");
+                    let mut record =
+                        self.record(&task, &event, request, &result, started_at, After::Done);
+                    self.publish_record(&mut record).await.ok();
+                    return lease.retry().await;
                 }
             }
         };
-        if let After::GiveUp(give_up) = after {
+        let record = self.record(&task, &event, request, &result, started_at, after);
+        self.conclude(lease, &task, record).await;
+    }
+
+    /// A task whose event cannot be had (expired, unreadable) ends here: a
+    /// final attempt record and a DLQ entry with the reason.
+    async fn end_without_event(
+        &self,
+        task: DeliveryTask,
+        subscription: Option<&Subscription>,
+        lease: Lease,
+        give_up: GiveUp,
+        reason: String,
+    ) {
+        let event = Event {
+            id: format!("seq:{}", task.seq),
+            tenant: subscription.map_or_else(|| "_".to_owned(), |s| s.tenant.clone()),
+            event_type: "_".into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).expect("valid JSON"),
+            entity_id: None,
+            labels: Default::default(),
+            occurred_at: None,
+            received_at: task.first_attempt_at().unwrap_or_else(Utc::now),
+            seq: task.seq,
+        };
+        let result = SendResult::without_response(Outcome::Error, &reason);
+        let record = self.record(
+            &task,
+            &event,
+            None,
+            &result,
+            Utc::now(),
+            After::GiveUp(give_up),
+        );
+        self.conclude(lease, &task, record).await;
+    }
+
+    /// Stores the DLQ entry of a given-up delivery, then the record.
+    async fn conclude(&self, lease: Lease, task: &DeliveryTask, record: AttemptRecord) {
+        if let Some(give_up) = record.give_up {
             tracing::info!(
-                subscription = %subscription.id,
-                event = %task.event.id,
-                attempt = task.attempt,
-                outcome = result.outcome.as_str(),
-                reason = %result.reason,
+                subscription = %record.subscription_id,
+                event = %record.event_id,
+                attempt = record.attempt,
+                outcome = record.outcome.as_str(),
+                reason = %record.reason,
                 give_up = give_up.as_str(),
                 "delivery given up"
             );
@@ -156,23 +266,21 @@ impl Dispatcher {
             let reason = format!(
                 "gave up ({}) after attempt {}: {}",
                 give_up.as_str(),
-                task.attempt,
-                result.reason
+                record.attempt,
+                record.reason
             );
-            if let Err(error) = self
-                .publish_dlq(
-                    &message.payload,
-                    &reason,
-                    &format!("{}:given-up", task.dedup_id()),
-                )
-                .await
-            {
-                tracing::warn!(%error, "cannot store the DLQ entry; the task will be redelivered");
-                return nak(&message).await;
+            let entry = crate::dlq::DeadDelivery::new(task, &record);
+            let msg_id = format!(
+                "{}:given-up",
+                hookrelay_core::delivery::dedup_id(&record.event_id, &record.subscription_id)
+            );
+            if let Err(error) = self.publish_dlq(&entry.to_json(), &reason, &msg_id).await {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(%error, "cannot store the DLQ entry; the task will be tried again");
+                return lease.retry().await;
             }
         }
-        let record = self.record(&task, request, &result, started_at, after);
-        self.finish(message, record).await;
+        self.finish(lease, record).await;
     }
 
     /// Decides what follows a failed attempt, storing a retry if there is one.
@@ -194,7 +302,7 @@ impl Dispatcher {
             .retry_policy
             .clone()
             .unwrap_or_else(retry::default_policy);
-        let first_attempt_at = task.first_attempt_at.unwrap_or(started_at);
+        let first_attempt_at = task.first_attempt_at().unwrap_or(started_at);
         let now = Utc::now();
         let age = (now - first_attempt_at).to_std().unwrap_or_default();
         let retention = self.config.nats.events_max_age;
@@ -205,11 +313,10 @@ impl Dispatcher {
                 let delay = retry::clamp_retry_after(delay, result.retry_after);
                 let due = now + delay;
                 let entry = RetryEntry {
-                    seq: task.event.seq,
-                    subscription_id: subscription.id.clone(),
                     attempt: task.attempt + 1,
                     first_attempt_ms: first_attempt_at.timestamp_millis(),
-                    source: task.source,
+                    parked: 0,
+                    ..RetryEntry::of(task)
                 };
                 self.schedule.add(&entry, due).await?;
                 self.metrics.retries_scheduled.inc();
@@ -220,13 +327,10 @@ impl Dispatcher {
 
     /// Parks a task of a saturated subscription in the schedule, as the same
     /// attempt, so it waits in Redis rather than in the consumer's window.
-    async fn park(&self, message: Message, task: &DeliveryTask) {
+    async fn park(&self, lease: Lease, task: &DeliveryTask) {
         let entry = RetryEntry {
-            seq: task.event.seq,
-            subscription_id: task.subscription_id.clone(),
-            attempt: task.attempt,
-            first_attempt_ms: task.first_attempt_at.map_or(0, |at| at.timestamp_millis()),
-            source: task.source,
+            parked: task.parked + 1,
+            ..RetryEntry::of(task)
         };
         let park_for = self
             .limits
@@ -234,14 +338,14 @@ impl Dispatcher {
         let due = Utc::now() + chrono::Duration::from_std(park_for).unwrap_or_default();
         match self.schedule.add(&entry, due).await {
             Ok(()) => {
+                self.transients.recovered(COMPONENT, Dependency::Redis);
                 self.metrics.parked.inc();
-                if let Err(error) = message.ack().await {
-                    tracing::warn!(%error, "parked task ack failed");
-                }
+                lease.done().await
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot park the task; it will be redelivered");
-                nak(&message).await
+                self.transients.failed(COMPONENT, Dependency::Redis);
+                tracing::warn!(%error, "cannot park the task; it will be tried again");
+                lease.retry().await
             }
         }
     }
@@ -302,6 +406,7 @@ impl Dispatcher {
     fn record(
         &self,
         task: &DeliveryTask,
+        event: &Event,
         request: Option<RecordedRequest>,
         result: &SendResult,
         started_at: DateTime<Utc>,
@@ -314,11 +419,11 @@ impl Dispatcher {
         };
         AttemptRecord {
             id: format!("att_{}", ulid::Ulid::new()),
-            event_id: task.event.id.clone(),
+            event_id: event.id.clone(),
             subscription_id: task.subscription_id.clone(),
-            tenant: task.event.tenant.clone(),
-            event_type: task.event.event_type.clone(),
-            webhook_id: webhook_id(&task.event.id, &task.subscription_id),
+            tenant: event.tenant.clone(),
+            event_type: event.event_type.clone(),
+            webhook_id: webhook_id(&event.id, &task.subscription_id),
             attempt: task.attempt,
             outcome: result.outcome,
             reason: result.reason.clone(),
@@ -326,106 +431,27 @@ impl Dispatcher {
             response: result.response.clone(),
             started_at,
             duration_ms: result.duration.as_millis() as u64,
-            event_received_at: task.event.received_at,
+            event_received_at: event.received_at,
             next_attempt_at,
             give_up,
-            event_seq: task.event.seq,
+            event_seq: task.seq,
             source: task.source,
             redelivery: task.redelivery,
         }
     }
 
-    pub(crate) async fn publish_record(&self, record: &AttemptRecord) -> Result<(), String> {
-        let subject = self
-            .config
-            .names()
-            .attempt_subject(&record.tenant, &record.subscription_id);
-        let payload = Bytes::from(serde_json::to_vec(record).expect("records serialize"));
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(&record.id);
-        match self.js.send_publish(subject, publish).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Publishes the attempt record, then acks the task. If the record cannot
-    /// be stored the task is left unacked and comes back.
-    async fn finish(&self, message: Message, record: AttemptRecord) {
-        let result = match self.publish_record(&record).await {
-            Ok(()) => message.ack().await,
-            Err(error) => {
-                tracing::warn!(attempt = %record.id, %error, "attempt record not stored; the task will be redelivered");
-                message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await
-            }
-        };
-        if let Err(error) = result {
-            tracing::warn!(attempt = %record.id, %error, "delivery task ack failed");
-        }
-    }
-
-    pub(crate) async fn publish_dlq(
-        &self,
-        payload: &[u8],
-        reason: &str,
-        msg_id: &str,
-    ) -> Result<(), String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(DLQ_REASON_HEADER, reason);
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::copy_from_slice(payload))
-            .headers(headers)
-            .message_id(msg_id);
-        let subject = self.config.names().dlq_subject("deliveries");
-        match self.js.send_publish(subject, publish).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    async fn dead_letter(&self, message: Message, reason: &str) {
-        tracing::error!(subject = %message.subject, reason, "delivery task sent to the DLQ");
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        match self
-            .publish_dlq(&message.payload, reason, &format!("deliveries:{seq}"))
-            .await
-        {
+    /// Publishes the attempt record, then settles the task. If the record
+    /// cannot be stored the task is tried again.
+    async fn finish(&self, lease: Lease, mut record: AttemptRecord) {
+        match self.publish_record(&mut record).await {
             Ok(()) => {
-                if let Err(error) = message.ack().await {
-                    tracing::warn!(%error, "delivery task ack failed");
-                }
+                self.transients.recovered(COMPONENT, Dependency::Nats);
+                lease.done().await
             }
-            Err(_) => nak(&message).await,
-        }
-    }
-}
-
-async fn nak(message: &Message) {
-    if let Err(error) = message
-        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-        .await
-    {
-        tracing::warn!(%error, "delivery task nak failed");
-    }
-}
-/// Runs `work`, telling JetStream the message is still being worked on so a
-/// long wait for a permit does not trigger a redelivery.
-async fn with_progress<T>(
-    message: &Message,
-    ack_wait: Duration,
-    work: impl Future<Output = T>,
-) -> T {
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval(ack_wait / 3);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = ticker.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
+            Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(attempt = %record.id, %error, "attempt record not stored; the task will be tried again");
+                lease.retry().await
             }
         }
     }

@@ -6,7 +6,11 @@
 #![forbid(unsafe_code)]
 
 mod deliver;
+mod dlq;
+pub mod events;
 pub mod guard;
+mod handoff;
+mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod request;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use hookrelay_core::failure::Transients;
 use hookrelay_core::health::Flag;
 use hookrelay_core::index::SubscriptionIndex;
 use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
@@ -29,6 +34,7 @@ use tokio_util::task::TaskTracker;
 pub use metrics::Metrics;
 pub use sender::Sender;
 
+pub use lease::{keep_alive, Settled};
 pub use schedule::RetrySchedule;
 
 use limits::InFlightLimits;
@@ -50,6 +56,10 @@ pub struct Dispatcher {
     limits: InFlightLimits,
     shapers: request::Shapers,
     global: Arc<Semaphore>,
+    events: events::EventReader,
+    transients: Transients,
+    /// Deliveries in progress, from DELIVERIES and handed over in process.
+    tracker: TaskTracker,
 }
 
 /// The dispatcher's connections and instruments.
@@ -65,14 +75,15 @@ pub struct Parts {
     pub ready: Flag,
     /// Up while the retry schedule answers.
     pub scheduler_ready: Flag,
+    pub transients: Transients,
 }
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> Arc<Self> {
         let global = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
+        let events = events::EventReader::new(parts.js.clone(), parts.config.names());
         Arc::new(Self {
             config: parts.config,
-            js: parts.js,
             index: parts.index,
             bucket: parts.bucket,
             sender: parts.sender,
@@ -83,6 +94,10 @@ impl Dispatcher {
             limits: InFlightLimits::default(),
             shapers: request::Shapers::default(),
             global,
+            events,
+            js: parts.js,
+            transients: parts.transients,
+            tracker: TaskTracker::new(),
         })
     }
 
@@ -99,16 +114,18 @@ impl Dispatcher {
             max_ack_pending: (self.config.dispatcher.concurrency * 2) as i64,
             batch: self.config.dispatcher.fetch_batch,
         };
-        let tracker = TaskTracker::new();
         supervise("delivery consumer", &shutdown, &self.ready, || {
-            self.consume(&spec, &tracker, &shutdown)
+            self.consume(&spec, &self.tracker, &shutdown)
         })
         .await;
-        tracker.close();
+        self.tracker.close();
         let grace = self.config.shutdown_grace;
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                in_flight = tracker.len(),
+                in_flight = self.tracker.len(),
                 "grace period over; unfinished deliveries will be redelivered"
             );
         }

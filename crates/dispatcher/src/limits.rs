@@ -48,6 +48,11 @@ impl Limit {
         self.mean_secs.max(stalled.as_secs_f64())
     }
 
+    /// Whether a request is in flight (a stall is measured only then).
+    fn in_use(&self) -> bool {
+        self.semaphore.available_permits() < self.size as usize || self.mean_secs > 0.0
+    }
+
     /// Seconds between two requests being let through.
     fn spacing_secs(&self, now: Instant) -> f64 {
         self.request_secs(now) / self.size.max(1) as f64
@@ -61,22 +66,25 @@ pub struct InFlightLimits {
 }
 
 impl InFlightLimits {
+    /// The semaphore of `subscription_id` at limit `size`, and its waiters.
+    fn semaphore(&self, subscription_id: &str, size: u32) -> (Arc<Semaphore>, Arc<AtomicUsize>) {
+        let mut map = self.limits.lock().expect("limits lock");
+        let limit = map
+            .entry(subscription_id.to_owned())
+            .and_modify(|limit| {
+                if limit.size != size {
+                    limit.size = size;
+                    limit.semaphore = Arc::new(Semaphore::new(size as usize));
+                }
+            })
+            .or_insert_with(|| Limit::new(size));
+        (limit.semaphore.clone(), limit.waiting.clone())
+    }
+
     /// Waits for a permit of `subscription_id`, whose limit is `size`. A
     /// changed limit takes effect for permits taken after the change.
     pub async fn acquire(&self, subscription_id: &str, size: u32) -> OwnedSemaphorePermit {
-        let (semaphore, waiting) = {
-            let mut map = self.limits.lock().expect("limits lock");
-            let limit = map
-                .entry(subscription_id.to_owned())
-                .and_modify(|limit| {
-                    if limit.size != size {
-                        limit.size = size;
-                        limit.semaphore = Arc::new(Semaphore::new(size as usize));
-                    }
-                })
-                .or_insert_with(|| Limit::new(size));
-            (limit.semaphore.clone(), limit.waiting.clone())
-        };
+        let (semaphore, waiting) = self.semaphore(subscription_id, size);
         waiting.fetch_add(1, Ordering::Relaxed);
         let permit = semaphore
             .acquire_owned()
@@ -84,6 +92,15 @@ impl InFlightLimits {
             .expect("limit semaphores are never closed");
         waiting.fetch_sub(1, Ordering::Relaxed);
         permit
+    }
+
+    /// A permit of `subscription_id` if one is free now and nobody waits.
+    pub fn try_acquire(&self, subscription_id: &str, size: u32) -> Option<OwnedSemaphorePermit> {
+        let (semaphore, waiting) = self.semaphore(subscription_id, size);
+        if waiting.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        semaphore.try_acquire_owned().ok()
     }
 
     /// Tasks of `subscription_id` waiting for a permit now.
@@ -147,6 +164,15 @@ impl InFlightLimits {
         let due = due.min(now + PARK_MAX);
         limit.parked_until = Some(due);
         due - now
+    }
+
+    /// Whether requests to `subscription_id` take longer than `threshold`
+    /// (by the moving mean, or because nothing finished for that long).
+    pub fn is_slow(&self, subscription_id: &str, threshold: Duration, now: Instant) -> bool {
+        let limits = self.limits.lock().expect("limits lock");
+        limits.get(subscription_id).is_some_and(|limit| {
+            limit.in_use() && limit.request_secs(now) > threshold.as_secs_f64()
+        })
     }
 
     /// Forgets a deleted subscription.

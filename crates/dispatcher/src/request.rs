@@ -127,7 +127,8 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("ids and signatures are visible ASCII")
 }
 
-/// The request as logged: credential headers redacted.
+/// The request as logged: credential headers redacted, the body's size and
+/// hash with at most its first 4 KiB.
 pub fn recorded(request: &OutboundRequest) -> RecordedRequest {
     RecordedRequest {
         method: request.method.to_string(),
@@ -140,8 +141,9 @@ pub fn recorded(request: &OutboundRequest) -> RecordedRequest {
                 (k.as_str().to_owned(), redact(k.as_str(), &value))
             })
             .collect(),
-        body: String::from_utf8_lossy(&request.body).into_owned(),
+        ..RecordedRequest::default()
     }
+    .with_body(&request.body)
 }
 
 /// Header values worth hiding in logs: credentials a subscription sends.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookrelay_core::delivery::Source;
+use hookrelay_core::delivery::{DeliveryTask, Source};
 use hookrelay_core::subscription::ID_PREFIX;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
@@ -21,12 +21,17 @@ pub struct RetryEntry {
     pub first_attempt_ms: i64,
     /// Where `seq` points.
     pub source: Source,
+    /// How often this attempt was parked (see [`DeliveryTask::parked`]).
+    pub parked: u32,
 }
 
 impl RetryEntry {
     /// `seq:subscription:attempt:first` with the numbers in base 36, the
-    /// subscription's `sub_` dropped, and `:b` for a batch: about 42 bytes,
-    /// which keeps a pending retry under 150 bytes of Redis memory.
+    /// subscription's `sub_` dropped, `:p<n>` once parked and `:b` for a
+    /// batch: about 42 bytes, which keeps a pending retry under 150 bytes of
+    /// Redis memory. Every field is fixed when the attempt is scheduled, so
+    /// the member (and the msg-id derived from it) is the same however often
+    /// the entry is claimed, leased and claimed again.
     pub fn member(&self) -> String {
         let id = self
             .subscription_id
@@ -40,6 +45,10 @@ impl RetryEntry {
         push_base36(&mut member, self.attempt.into());
         member.push(':');
         push_base36(&mut member, self.first_attempt_ms.max(0) as u64);
+        if self.parked > 0 {
+            member.push_str(":p");
+            push_base36(&mut member, self.parked.into());
+        }
         if self.source == Source::Batch {
             member.push_str(":b");
         }
@@ -63,21 +72,59 @@ impl RetryEntry {
         } else {
             id.to_owned()
         };
-        let entry = RetryEntry {
+        let mut entry = RetryEntry {
             seq,
             subscription_id,
             attempt: number(parts.next())?.try_into().ok()?,
             first_attempt_ms: number(parts.next())?.try_into().ok()?,
             source: Source::Event,
+            parked: 0,
         };
-        match parts.next() {
-            None => Some(entry),
-            Some("b") if parts.next().is_none() => Some(RetryEntry {
-                source: Source::Batch,
-                ..entry
-            }),
-            Some(_) => None,
+        let mut rest = parts.peekable();
+        if let Some(parked) = rest.next_if(|part| part.starts_with('p')) {
+            entry.parked = u64::from_str_radix(&parked[1..], 36)
+                .ok()?
+                .try_into()
+                .ok()?;
         }
+        match rest.next() {
+            None => {}
+            Some("b") => entry.source = Source::Batch,
+            Some(_) => return None,
+        }
+        rest.next().is_none().then_some(entry)
+    }
+
+    /// The schedule entry of `task`.
+    pub fn of(task: &DeliveryTask) -> Self {
+        RetryEntry {
+            seq: task.seq,
+            subscription_id: task.subscription_id.clone(),
+            attempt: task.attempt,
+            first_attempt_ms: task.first_attempt_ms,
+            source: task.source,
+            parked: task.parked,
+        }
+    }
+
+    /// The delivery task this entry re-publishes.
+    pub fn task(&self) -> DeliveryTask {
+        let mut task = DeliveryTask::first(
+            &self.subscription_id,
+            self.source,
+            self.seq,
+            chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        );
+        task.attempt = self.attempt;
+        task.first_attempt_ms = self.first_attempt_ms;
+        task.parked = self.parked;
+        task
+    }
+
+    /// JetStream msg-id of the re-published task: the member alone, so a
+    /// claim that is repeated after a lease expired is dropped as a duplicate.
+    pub fn msg_id(&self) -> String {
+        format!("r:{}", self.member())
     }
 }
 
@@ -244,6 +291,7 @@ mod tests {
             attempt: 3,
             first_attempt_ms: 1_795_361_029_000,
             source: Source::Event,
+            parked: 0,
         };
         let member = entry.member();
         assert!(member.len() <= 44, "{member}");
@@ -252,7 +300,15 @@ mod tests {
             source: Source::Batch,
             ..entry.clone()
         };
-        assert_eq!(RetryEntry::parse(&batch.member()), Some(batch));
+        assert_eq!(RetryEntry::parse(&batch.member()), Some(batch.clone()));
+        let parked = RetryEntry {
+            parked: 40,
+            ..batch.clone()
+        };
+        assert!(parked.member().ends_with(":p14:b"), "{}", parked.member());
+        assert_eq!(RetryEntry::parse(&parked.member()), Some(parked.clone()));
+        assert_eq!(RetryEntry::of(&parked.task()), parked);
+        assert_ne!(parked.msg_id(), batch.msg_id());
         // Members written before the base-36 format still read.
         assert_eq!(
             RetryEntry::parse("123456789|sub_01M81XPFFYY02KPEC83Y1VZ5T7|3|1795361029000"),
@@ -266,10 +322,13 @@ mod tests {
                 attempt: 0,
                 first_attempt_ms: 0,
                 source: Source::Event,
+                parked: 0,
             })
         );
         assert_eq!(RetryEntry::parse("1:s:2"), None);
         assert_eq!(RetryEntry::parse("1|s|x|2"), None);
         assert_eq!(RetryEntry::parse("1|s|2|3|4"), None);
+        assert_eq!(RetryEntry::parse("1:s:2:3:b:b"), None);
+        assert_eq!(RetryEntry::parse("1:s:2:3:p"), None);
     }
 }

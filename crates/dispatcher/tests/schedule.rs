@@ -14,6 +14,7 @@ fn entry(seq: u64) -> RetryEntry {
         attempt: 2,
         first_attempt_ms: 1_700_000_000_000,
         source: hookrelay_core::delivery::Source::Event,
+        parked: 0,
     }
 }
 

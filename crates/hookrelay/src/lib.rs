@@ -230,21 +230,9 @@ pub async fn run_with(
     } else {
         None
     };
-    if let (true, Some(redis)) = (role.runs(Role::Ingestor), &redis) {
-        let ingestor = Arc::new(Ingestor {
-            config: config.clone(),
-            js: js.clone(),
-            index: index.clone(),
-            metrics: hookrelay_ingestor::Metrics::register(&registry)?,
-            ready: health.flag("ingestor"),
-            batcher: hookrelay_ingestor::batch::Batcher::new(config.names(), redis.clone()),
-            bucket: bucket.clone(),
-        });
-        tasks.spawn(ingestor.clone().run_flusher(work.clone()));
-        tasks.spawn(ingestor.run(work.clone()));
-    }
-    if let (true, Some(redis)) = (role.runs(Role::Dispatcher), &redis) {
-        let dispatcher = Dispatcher::new(hookrelay_dispatcher::Parts {
+    let transients = hookrelay_core::failure::Transients::register(&registry, &health)?;
+    let dispatcher = match (role.runs(Role::Dispatcher), &redis) {
+        (true, Some(redis)) => Some(Dispatcher::new(hookrelay_dispatcher::Parts {
             config: config.clone(),
             js: js.clone(),
             index: index.clone(),
@@ -257,7 +245,28 @@ pub async fn run_with(
             metrics: hookrelay_dispatcher::Metrics::register(&registry)?,
             ready: health.flag("dispatcher"),
             scheduler_ready: health.flag("retry scheduler"),
+            transients: transients.clone(),
+        })),
+        _ => None,
+    };
+    if let (true, Some(redis)) = (role.runs(Role::Ingestor), &redis) {
+        let ingestor = Arc::new(Ingestor {
+            config: config.clone(),
+            js: js.clone(),
+            index: index.clone(),
+            metrics: hookrelay_ingestor::Metrics::register(&registry)?,
+            ready: health.flag("ingestor"),
+            batcher: hookrelay_ingestor::batch::Batcher::new(config.names(), redis.clone()),
+            bucket: bucket.clone(),
+            // First attempts skip DELIVERIES where the dispatcher is here.
+            dispatcher: dispatcher.clone().filter(|_| config.ingestor.handoff),
+            transients: transients.clone(),
+            waiting: Default::default(),
         });
+        tasks.spawn(ingestor.clone().run_flusher(work.clone()));
+        tasks.spawn(ingestor.run(work.clone()));
+    }
+    if let Some(dispatcher) = dispatcher {
         tasks.spawn(dispatcher.clone().run_scheduler(work.clone()));
         tasks.spawn(dispatcher.run(work.clone()));
     }

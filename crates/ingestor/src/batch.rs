@@ -98,13 +98,20 @@ impl Flush {
     /// `{"changes":[…]}` in first-seen order.
     pub fn body(&self) -> String {
         let mut body = String::from("{\"changes\":[");
-        body.push_str(&self.values.join(","));
+        for (i, value) in self.values.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(Change::json_of(value));
+        }
         body.push_str("]}");
         body
     }
 
-    /// The same changes give the same id: a flush repeated after a crash is
-    /// the same delivery (same `webhook-id`, deduplicated by JetStream).
+    /// The batch's identity, from the events whose changes it holds: a
+    /// flush repeated after a crash is the same delivery (same
+    /// `webhook-id`, deduplicated by JetStream), while the same change made
+    /// again by a later event is a new batch.
     pub fn id(&self, subscription_id: &str) -> String {
         let mut hash = Sha256::new();
         hash.update(subscription_id.as_bytes());
@@ -140,6 +147,21 @@ pub struct Change {
     pub action: String,
     /// `{"action","object","id","url"?}`
     pub json: String,
+    /// The event that made it.
+    pub event_id: String,
+}
+
+impl Change {
+    /// As buffered: `<event id>\n<json>` (JSON never holds a raw newline).
+    pub fn value(&self) -> String {
+        format!("{}\n{}", self.event_id, self.json)
+    }
+
+    /// The JSON of a buffered value (values buffered by earlier versions
+    /// are the JSON alone).
+    pub fn json_of(value: &str) -> &str {
+        value.split_once('\n').map_or(value, |(_, json)| json)
+    }
 }
 
 const DEFAULT_KEY: &str = "{{ object }}:{{ entity_id or id }}";
@@ -243,6 +265,7 @@ impl Batcher {
             key: text(&templates.key, event)?,
             action: action.to_owned(),
             json: serde_json::Value::Object(change).to_string(),
+            event_id: event.id.clone(),
         })
     }
 
@@ -263,7 +286,7 @@ impl Batcher {
             .key(self.due_key())
             .key(counter)
             .arg(&change.key)
-            .arg(&change.json)
+            .arg(change.value())
             .arg(&change.action)
             .arg(now.timestamp_millis())
             .arg(deadline.timestamp_millis())

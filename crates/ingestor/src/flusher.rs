@@ -1,6 +1,7 @@
 //! The flusher: turns due batches into delivery tasks. The batch itself is
-//! stored in the BATCHES stream first (retries read it from there), then its
-//! task goes to DELIVERIES, then the sent changes leave the buffer.
+//! stored in the BATCHES stream first (the dispatcher reads it from there),
+//! then its task (a reference) goes to DELIVERIES, then the sent changes
+//! leave the buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::Utc;
-use hookrelay_core::delivery::{DeliveryTask, Source};
+use hookrelay_core::delivery::{dedup_id, DeliveryTask, Source};
 use hookrelay_core::event::Event;
+use hookrelay_core::failure::{backoff, Dependency};
+use hookrelay_core::nats::{publish_acked, PublishError};
 use tokio_util::sync::CancellationToken;
 
 use crate::Ingestor;
@@ -22,9 +25,12 @@ impl Ingestor {
     /// Flushes due batches until `shutdown`.
     pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
         self.index.wait_loaded().await;
+        let mut failures = 0;
         while !shutdown.is_cancelled() {
             let pause = match self.batcher.claim(Utc::now(), LEASE, CLAIM).await {
                 Ok(claimed) => {
+                    failures = 0;
+                    self.transients.recovered("flusher", Dependency::Redis);
                     let full = claimed.len() == CLAIM;
                     for subscription_id in claimed {
                         if let Err(error) = self.flush(&subscription_id).await {
@@ -40,7 +46,9 @@ impl Ingestor {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "batch buffer unreachable");
-                    Duration::from_secs(1)
+                    self.transients.failed("flusher", Dependency::Redis);
+                    failures += 1;
+                    backoff(failures).min(Duration::from_secs(5))
                 }
             };
             tokio::select! {
@@ -50,90 +58,65 @@ impl Ingestor {
         }
     }
 
-    async fn flush(&self, subscription_id: &str) -> Result<(), String> {
+    async fn flush(&self, subscription_id: &str) -> Result<(), FlushError> {
         let subscription = self.index.get(subscription_id);
         let Some((subscription, batch)) =
             subscription.and_then(|s| s.batch.clone().map(|b| (s, b)))
         else {
             tracing::info!(subscription = %subscription_id, "batch of a deleted or unbatched subscription dropped");
-            return self
-                .batcher
-                .discard(subscription_id)
-                .await
-                .map_err(|e| e.to_string());
+            return Ok(self.batcher.discard(subscription_id).await?);
         };
-        let flush = self
-            .batcher
-            .read(subscription_id, batch.max_size)
-            .await
-            .map_err(|e| e.to_string())?;
+        let flush = self.batcher.read(subscription_id, batch.max_size).await?;
         let now = Utc::now();
         if flush.keys.is_empty() {
-            return self
-                .batcher
-                .commit(subscription_id, &flush, now)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string());
+            self.batcher.commit(subscription_id, &flush, now).await?;
+            return Ok(());
         }
         let names = self.config.names();
-        let mut event = Event {
+        let event = Event {
             id: flush.id(subscription_id),
             tenant: subscription.tenant.clone(),
             event_type: "batch".into(),
-            data: serde_json::value::RawValue::from_string(flush.body())
-                .map_err(|e| e.to_string())?,
+            data: serde_json::value::RawValue::from_string(flush.body())?,
             entity_id: None,
             labels: Default::default(),
             occurred_at: None,
             received_at: now,
             seq: 0,
         };
+        // The batch is stored once, in BATCHES; its task refers to it.
         let stored = jetstream::message::PublishMessage::build()
             .payload(Bytes::from(
                 serde_json::to_vec(&event).expect("events serialize"),
             ))
             .message_id(&event.id);
-        let ack = self
-            .js
-            .send_publish(names.batch_subject(&event.tenant), stored)
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        event.seq = ack.sequence;
+        let ack = publish_acked(&self.js, names.batch_subject(&event.tenant), stored).await?;
         let count = flush.values.len();
-        let task = DeliveryTask {
-            subscription_id: subscription_id.to_owned(),
-            attempt: 1,
-            first_attempt_at: None,
-            source: Source::Batch,
-            redelivery: false,
-            event,
-        };
+        let task = DeliveryTask::first(subscription_id, Source::Batch, ack.sequence, now);
         let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(
-                serde_json::to_vec(&task).expect("tasks serialize"),
-            ))
-            .message_id(task.dedup_id());
-        self.js
-            .send_publish(names.delivery_subject(&task.event.tenant), publish)
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
+            .payload(Bytes::from(task.to_json()))
+            .message_id(dedup_id(&event.id, subscription_id));
+        publish_acked(&self.js, names.delivery_subject(&event.tenant), publish).await?;
         let again = if flush.truncated {
             now
         } else {
             now + batch.window
         };
-        let remaining = self
-            .batcher
-            .commit(subscription_id, &flush, again)
-            .await
-            .map_err(|e| e.to_string())?;
+        let remaining = self.batcher.commit(subscription_id, &flush, again).await?;
         self.metrics.batches.inc();
         tracing::debug!(subscription = %subscription_id, changes = count, remaining, "batch flushed");
         Ok(())
     }
+}
+
+/// A batch that could not be flushed now; its lease expires and it is
+/// flushed again.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("batch buffer: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("batch body is not JSON: {0}")]
+    Body(#[from] serde_json::Error),
 }

@@ -10,6 +10,10 @@ pub struct Metrics {
     pub dlq: IntCounterVec,
     /// Batches flushed into delivery tasks.
     pub batches: prometheus::IntCounter,
+    /// First attempts handed to the dispatcher in process, and those of
+    /// them that could not settle there and were queued in DELIVERIES.
+    pub handed_over: prometheus::IntCounter,
+    pub spilled: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -43,11 +47,23 @@ impl Metrics {
         )?;
         registry.register(Box::new(dlq.clone()))?;
         registry.register(Box::new(batches.clone()))?;
+        let handed_over = prometheus::IntCounter::new(
+            "hookrelay_deliveries_handed_over_total",
+            "First attempts handed to the dispatcher in process, skipping DELIVERIES",
+        )?;
+        let spilled = prometheus::IntCounter::new(
+            "hookrelay_deliveries_spilled_total",
+            "Handed-over first attempts that could not settle in process and were queued in DELIVERIES",
+        )?;
+        registry.register(Box::new(handed_over.clone()))?;
+        registry.register(Box::new(spilled.clone()))?;
         Ok(Self {
             events,
             tasks,
             dlq,
             batches,
+            handed_over,
+            spilled,
         })
     }
 }

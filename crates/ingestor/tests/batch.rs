@@ -12,6 +12,15 @@ fn change(action: &str, object: &str, id: u64, note: &str) -> Change {
         key: format!("{object}:{id}"),
         action: action.into(),
         json: format!(r#"{{"action":"{action}","object":"{object}","id":{id},"note":"{note}"}}"#),
+        event_id: format!("evt-{object}-{id}-{note}"),
+    }
+}
+
+/// The same change made again by a later event.
+fn again(change: &Change, event_id: &str) -> Change {
+    Change {
+        event_id: event_id.into(),
+        ..change.clone()
     }
 }
 
@@ -42,7 +51,7 @@ async fn coalesce(changes: &[Change]) -> Vec<String> {
         .values
         .iter()
         .map(|v| {
-            let v: serde_json::Value = serde_json::from_str(v).unwrap();
+            let v: serde_json::Value = serde_json::from_str(Change::json_of(v)).unwrap();
             format!(
                 "{} {}:{} {}",
                 v["action"].as_str().unwrap(),
@@ -124,7 +133,7 @@ async fn flushes_are_claimed_once_and_changes_made_meanwhile_stay() {
     let later = due + chrono::Duration::seconds(61);
     assert_eq!(batcher.claim(later, lease, 10).await.unwrap(), ["s"]);
     let rest = batcher.read("s", 100).await.unwrap();
-    assert_eq!(rest.values, [change("update", "training", 1, "c").json]);
+    assert_eq!(rest.values, [change("update", "training", 1, "c").value()]);
 }
 
 #[tokio::test]
@@ -160,7 +169,39 @@ async fn max_size_makes_a_batch_due_and_splits_it() {
         assert_eq!(batcher.claim(now, lease, 10).await.unwrap(), ["s"]);
     }
     let expected: Vec<String> = (0..25)
-        .map(|id| change("update", "training", id, "x").json)
+        .map(|id| change("update", "training", id, "x").value())
         .collect();
     assert_eq!(seen, expected, "every change once, in order");
+}
+
+#[tokio::test]
+async fn the_same_change_from_a_later_event_is_a_new_batch_and_is_not_lost() {
+    // Two `training.update` events for entity 5 make identical change JSON.
+    // A batch's identity once hashed that JSON alone: the second batch had
+    // the first one's id (JetStream dedup dropped it, receivers saw a
+    // repeated webhook-id) and its change was deleted as already sent.
+    let env = TestEnv::new();
+    let batcher = batcher(&env).await;
+    let now = Utc::now();
+    let lease = Duration::from_secs(30);
+    let first = change("update", "training", 5, "same");
+    batcher.add("s", &spec(100), &first, now).await.unwrap();
+    let due = now + chrono::Duration::seconds(61);
+    assert_eq!(batcher.claim(due, lease, 10).await.unwrap(), ["s"]);
+    let sent = batcher.read("s", 100).await.unwrap();
+    // The second event arrives while the first batch is being sent.
+    let second = again(&first, "evt-later");
+    batcher.add("s", &spec(100), &second, due).await.unwrap();
+    assert_eq!(
+        batcher.commit("s", &sent, due).await.unwrap(),
+        1,
+        "the later event's change stays buffered"
+    );
+    let later = due + chrono::Duration::seconds(61);
+    assert_eq!(batcher.claim(later, lease, 10).await.unwrap(), ["s"]);
+    let next = batcher.read("s", 100).await.unwrap();
+    assert_eq!(next.body(), sent.body(), "the same change, byte for byte");
+    assert_ne!(next.id("s"), sent.id("s"), "but a batch of its own");
+    // A flush repeated after a crash is the same batch.
+    assert_eq!(batcher.read("s", 100).await.unwrap().id("s"), next.id("s"));
 }

@@ -442,6 +442,8 @@ async fn read_record(
     stream: async_nats::jetstream::stream::Stream,
     seq: u64,
 ) -> Result<Option<AttemptRecord>, String> {
-    let stored = hookrelay_core::nats::get_stored(&stream, seq).await?;
+    let stored = hookrelay_core::nats::get_stored(&stream, seq)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(stored.and_then(|stored| serde_json::from_slice(&stored.payload).ok()))
 }

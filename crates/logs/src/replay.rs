@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::delivery::{dedup_id, DeliveryTask};
 use hookrelay_core::signing::webhook_id;
 use hookrelay_core::Config;
 use tonic::Status;
@@ -48,45 +48,42 @@ impl Replayer {
                     "no attempt of event {event_id} to subscription {subscription_id} (or older than the retention)"
                 ))
             })?;
-        let event = hookrelay_core::nats::load_event(
+        // Only to refuse clearly what can no longer be sent: the dispatcher
+        // reads the event itself, by reference.
+        hookrelay_core::nats::load_event(
             &self.js,
             &self.config,
             original.source,
             original.event_seq,
         )
         .await
-        .map_err(Status::unavailable)?
+        .map_err(|e| Status::unavailable(e.to_string()))?
         .ok_or_else(|| {
             Status::failed_precondition(format!(
                 "event {event_id} is no longer retained in the events stream"
             ))
         })?;
-        let task = DeliveryTask {
-            subscription_id: subscription_id.to_owned(),
-            attempt: 1,
-            first_attempt_at: None,
-            source: original.source,
-            redelivery: true,
-            event,
-        };
+        let mut task = DeliveryTask::first(
+            subscription_id,
+            original.source,
+            original.event_seq,
+            Utc::now(),
+        );
+        task.redelivery = true;
         let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(
-                serde_json::to_vec(&task).expect("tasks serialize"),
-            ))
+            .payload(Bytes::from(task.to_json()))
             .message_id(format!(
                 "redeliver:{}:{}",
-                task.dedup_id(),
+                dedup_id(event_id, subscription_id),
                 ulid::Ulid::new()
             ));
-        self.js
-            .send_publish(
-                self.config.names().delivery_subject(&task.event.tenant),
-                publish,
-            )
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        hookrelay_core::nats::publish_acked(
+            &self.js,
+            self.config.names().delivery_subject(&original.tenant),
+            publish,
+        )
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(event = %event_id, subscription = %subscription_id, "redelivery queued");
         Ok(webhook_id(event_id, subscription_id))
     }

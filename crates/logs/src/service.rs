@@ -67,6 +67,12 @@ pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
             .map(|g| g.as_str().to_owned())
             .unwrap_or_default(),
         redelivery: record.redelivery,
+        event_seq: record.event_seq,
+        event_source: match record.source {
+            hookrelay_core::delivery::Source::Event => "event",
+            hookrelay_core::delivery::Source::Batch => "batch",
+        }
+        .to_owned(),
     }
 }
 

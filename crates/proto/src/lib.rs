@@ -27,6 +27,9 @@ pub fn http_request(request: hookrelay_core::delivery::RecordedRequest) -> v1::H
         url: request.url,
         headers: headers(request.headers),
         body: request.body.into_bytes(),
+        body_size: request.body_size,
+        body_sha256: request.body_sha256,
+        body_truncated: request.body_truncated,
     }
 }
 

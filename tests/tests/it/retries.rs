@@ -134,7 +134,8 @@ async fn an_exhausted_delivery_leaves_a_final_record_and_a_dlq_entry() {
         .to_owned();
     assert_eq!(reason, "gave up (exhausted) after attempt 2: status 503");
     let task: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap();
-    assert_eq!(task["event"]["id"], "o-9");
+    assert_eq!(task["event_id"], "o-9");
+    assert_eq!(task["attempt"], 2);
     assert_eq!(task["subscription_id"], sub.id.as_str());
 }
 

@@ -70,6 +70,7 @@ pub async fn retries(opts: &Opts) -> anyhow::Result<Report> {
                 attempt: 2,
                 first_attempt_ms: now.timestamp_millis(),
                 source: Default::default(),
+                parked: 0,
             };
             let filling = filling.clone();
             async move {

@@ -1,0 +1,153 @@
+//! What kind a failure is, so callers can branch on it: a permanent fault
+//! ends a delivery (a final attempt record and a DLQ entry with the reason),
+//! a transient one is retried with capped backoff, counted, and shown in
+//! `/readyz` until the dependency answers again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::health::{Flag, Health};
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The same input fails the same way: too large, unreadable, a template
+    /// that cannot render, an event that left the stream.
+    Permanent,
+    /// A dependency (NATS, Redis, the network) did not answer: try again later.
+    Transient,
+}
+
+/// Redelivery delay after the `delivered`-th failed try of a message: 1 s,
+/// doubling with each delivery, at most a minute. Never a fixed interval:
+/// a dependency that stays down is asked less and less often.
+pub fn backoff(delivered: i64) -> Duration {
+    let doublings = delivered.saturating_sub(1).clamp(0, 6) as u32;
+    Duration::from_secs(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// The longest redelivery delay of [`backoff`].
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Dependencies a transient failure can come from: bounded metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dependency {
+    Nats,
+    Redis,
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::Nats => "nats",
+            Dependency::Redis => "redis",
+        }
+    }
+}
+
+/// Counts transient failures as `hookrelay_transient_errors_total{component,
+/// dependency}` and keeps a readiness check per pair that fails from the
+/// first failure until the next success.
+#[derive(Clone)]
+pub struct Transients {
+    counter: IntCounterVec,
+    health: Health,
+    flags: Arc<Mutex<HashMap<(&'static str, Dependency), Flag>>>,
+}
+
+impl Transients {
+    /// Registers the counter on `registry`; checks go to `health`.
+    pub fn register(registry: &Registry, health: &Health) -> prometheus::Result<Self> {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_transient_errors_total",
+                "Operations that failed because NATS or Redis did not answer, retried with backoff",
+            ),
+            &["component", "dependency"],
+        )?;
+        registry.register(Box::new(counter.clone()))?;
+        Ok(Self {
+            counter,
+            health: health.clone(),
+            flags: Arc::default(),
+        })
+    }
+
+    /// For tests and tools that have no registry: counts into a private one.
+    pub fn detached() -> Self {
+        Self::register(&Registry::new(), &Health::default()).expect("a fresh registry")
+    }
+
+    fn flag(&self, component: &'static str, dependency: Dependency) -> Flag {
+        let mut flags = self.flags.lock().expect("transient flags lock");
+        flags
+            .entry((component, dependency))
+            .or_insert_with(|| {
+                let flag = Flag::default();
+                flag.set(true);
+                let read = flag.clone();
+                self.health.check(
+                    format!("{} ({component})", dependency.as_str()),
+                    move || read.get(),
+                );
+                flag
+            })
+            .clone()
+    }
+
+    /// `component` could not reach `dependency`.
+    pub fn failed(&self, component: &'static str, dependency: Dependency) {
+        self.counter
+            .with_label_values(&[component, dependency.as_str()])
+            .inc();
+        self.flag(component, dependency).set(false);
+    }
+
+    /// `component` reached `dependency` again.
+    pub fn recovered(&self, component: &'static str, dependency: Dependency) {
+        let known = self
+            .flags
+            .lock()
+            .expect("transient flags lock")
+            .get(&(component, dependency))
+            .cloned();
+        if let Some(flag) = known {
+            flag.set(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let delays: Vec<u64> = (0..10).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn a_failing_dependency_is_not_ready_until_it_recovers() {
+        let registry = Registry::new();
+        let health = Health::default();
+        let transients = Transients::register(&registry, &health).unwrap();
+        assert!(health.report().0);
+        transients.failed("ingestor", Dependency::Redis);
+        assert_eq!(
+            health.report(),
+            (false, vec!["redis (ingestor)".to_owned()])
+        );
+        transients.recovered("ingestor", Dependency::Redis);
+        assert!(health.report().0);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains(
+            r#"hookrelay_transient_errors_total{component="ingestor",dependency="redis"} 1"#
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! Events read back by sequence for delivery: a JetStream direct get per
+//! event, shared by every delivery of it (a fan-out to 100 subscriptions
+//! reads it once), through a small cache bounded in bytes.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, stream::Stream};
+use hookrelay_core::delivery::Source;
+use hookrelay_core::event::Event;
+use hookrelay_core::nats::{read_event, source_stream, ReadError};
+use hookrelay_core::Names;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use tokio::sync::RwLock;
+
+/// Bytes of event data the cache keeps at most.
+const CACHE_BYTES: u64 = 32 << 20;
+/// Events the cache is sized for.
+const CACHE_ITEMS: usize = 8192;
+
+#[derive(Clone)]
+struct EventWeight;
+
+impl Weighter<(Source, u64), Arc<Event>> for EventWeight {
+    fn weight(&self, _key: &(Source, u64), event: &Arc<Event>) -> u64 {
+        // Data plus the fixed part of an event.
+        event.data.get().len() as u64 + 256
+    }
+}
+
+/// Reads events by (source, sequence), each once while it is cached.
+pub struct EventReader {
+    js: jetstream::Context,
+    names: Names,
+    cache: Cache<(Source, u64), Arc<Event>, EventWeight>,
+    /// EVENTS and BATCHES, opened on first use and again after a failure.
+    streams: RwLock<[Option<Stream>; 2]>,
+}
+
+fn slot(source: Source) -> usize {
+    match source {
+        Source::Event => 0,
+        Source::Batch => 1,
+    }
+}
+
+impl EventReader {
+    pub fn new(js: jetstream::Context, names: Names) -> Self {
+        Self {
+            js,
+            names,
+            cache: Cache::with_weighter(CACHE_ITEMS, CACHE_BYTES, EventWeight),
+            streams: RwLock::default(),
+        }
+    }
+
+    /// Lets a later read see what a test (or an operator) changed.
+    pub fn clear(&self) {
+        self.cache.clear();
+    }
+
+    /// The event stored at `seq` of `source`'s stream; `None` once the
+    /// stream no longer holds it. Concurrent reads of one event wait for a
+    /// single direct get; a failed read is not cached.
+    pub async fn get(&self, source: Source, seq: u64) -> Result<Option<Arc<Event>>, ReadError> {
+        if let Some(event) = self.cache.get(&(source, seq)) {
+            return Ok(Some(event));
+        }
+        let read = self
+            .cache
+            .get_or_insert_async(&(source, seq), async {
+                match self.read(source, seq).await {
+                    Ok(Some(event)) => Ok(Arc::new(event)),
+                    Ok(None) => Err(None),
+                    Err(error) => Err(Some(error)),
+                }
+            })
+            .await;
+        match read {
+            Ok(event) => Ok(Some(event)),
+            Err(None) => Ok(None),
+            Err(Some(error)) => Err(error),
+        }
+    }
+
+    /// Puts an event the caller already holds (the in-process hand-over).
+    pub fn put(&self, source: Source, event: Arc<Event>) {
+        self.cache.insert((source, event.seq), event);
+    }
+
+    async fn read(&self, source: Source, seq: u64) -> Result<Option<Event>, ReadError> {
+        let stream = self.stream(source, seq).await?;
+        let read = read_event(&stream, &self.names, source, seq).await;
+        if let Err(ReadError::Unavailable { .. }) = &read {
+            // The stream may have been recreated (a NATS restart): open it again.
+            self.streams.write().await[slot(source)] = None;
+        }
+        read
+    }
+
+    async fn stream(&self, source: Source, seq: u64) -> Result<Stream, ReadError> {
+        if let Some(stream) = &self.streams.read().await[slot(source)] {
+            return Ok(stream.clone());
+        }
+        let name = source_stream(&self.names, source);
+        let stream = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| ReadError::Unavailable {
+                stream: name.clone(),
+                seq,
+                message: e.to_string(),
+            })?;
+        self.streams.write().await[slot(source)] = Some(stream.clone());
+        Ok(stream)
+    }
+}

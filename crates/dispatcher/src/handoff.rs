@@ -1,0 +1,56 @@
+//! The in-process hand-over: where the ingestor and the dispatcher run in
+//! one process, the first attempt of a matched event skips DELIVERIES. It is
+//! taken only when it can start at once (a free permit of the subscription
+//! and of the global pool); anything else is refused and the ingestor
+//! queues it in DELIVERIES as before. The ingestor acks the event only once
+//! every hand-over settled (see [`Settled`]).
+
+use std::sync::Arc;
+
+use hookrelay_core::delivery::DeliveryTask;
+use hookrelay_core::event::Event;
+use hookrelay_core::subscription::Subscription;
+use tokio::sync::oneshot;
+
+use crate::lease::{Lease, Settled};
+use crate::Dispatcher;
+
+/// Request time beyond which a subscription's deliveries go through
+/// DELIVERIES instead of holding their event.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Dispatcher {
+    /// Starts `task` (the first attempt of `event`) now, if `subscription`
+    /// and the global pool both have a free permit; `None` otherwise, and
+    /// while shutting down. The receiver hears how it settled; a dropped
+    /// sender (the process is stopping) counts as not settled.
+    pub fn offer(
+        self: &Arc<Self>,
+        task: DeliveryTask,
+        event: &Arc<Event>,
+        subscription: &Subscription,
+    ) -> Option<oneshot::Receiver<Settled>> {
+        if self.tracker.is_closed() || !subscription.enabled {
+            return None;
+        }
+        // A slow receiver would hold the event unacked for as long.
+        if self
+            .limits
+            .is_slow(&subscription.id, SLOW, std::time::Instant::now())
+        {
+            return None;
+        }
+        let limit = subscription
+            .max_in_flight
+            .unwrap_or(self.config.dispatcher.default_max_in_flight);
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        let own = self.limits.try_acquire(&subscription.id, limit)?;
+        self.events.put(task.source, event.clone());
+        let (settled, heard) = oneshot::channel();
+        self.tracker.spawn(
+            self.clone()
+                .run_task(task, Lease::Local(settled), Some((own, global))),
+        );
+        Some(heard)
+    }
+}
