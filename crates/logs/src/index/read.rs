@@ -86,9 +86,9 @@ impl AttemptIndex {
                 let Some(record) = record else { continue };
                 let owner = match bucketed {
                     Bucketed::Subscription(id) | Bucketed::SubscriptionFailures(id) => {
-                        &record.subscription_id == id
+                        record.subscription_id == *id
                     }
-                    Bucketed::Tenant(id) | Bucketed::TenantFailures(id) => &record.tenant == id,
+                    Bucketed::Tenant(id) | Bucketed::TenantFailures(id) => record.tenant == *id,
                 };
                 if owner && layout::id_ms(&record.id).is_none_or(|ms| ms == entry.ms) {
                     found.push((
@@ -145,7 +145,7 @@ impl AttemptIndex {
                     .then_some((Cursor { ms, seq }, record))
             })
             .collect();
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.sort_unstable_by_key(|(cursor, _)| std::cmp::Reverse(*cursor));
         Ok(page(found, limit))
     }
 

@@ -105,7 +105,7 @@ pub async fn newest(
                     .await?;
                 start = from;
             }
-            in_bucket.sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+            in_bucket.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
             found.extend(in_bucket);
         }
         if hours.last().copied().unwrap_or(0) == 0 {
@@ -124,6 +124,6 @@ fn enough(entries: &mut [Entry], count: usize, oldest_read: u64) -> bool {
     if entries.len() < count || count == 0 {
         return count == 0;
     }
-    entries.sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+    entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
     entries[count - 1].ms > oldest_read.saturating_add(SKEW_MS)
 }
