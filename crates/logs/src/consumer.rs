@@ -10,7 +10,7 @@ use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::Config;
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{AttemptIndex, AttemptKeys, Stored};
+use crate::index::{AttemptIndex, AttemptKeys};
 use crate::metrics::Metrics;
 
 /// Indexes attempt records.
@@ -69,14 +69,17 @@ impl AttemptConsumer {
             let mut indexed = Vec::with_capacity(messages.len());
             for message in &messages {
                 match serde_json::from_slice::<AttemptKeys>(&message.payload) {
-                    Ok(record) => {
-                        let stored = match message.info() {
-                            Ok(info) => Stored::Seq(info.stream_sequence),
-                            Err(_) => Stored::Json(&message.payload),
-                        };
-                        records.push((record, stored));
-                        indexed.push(message);
-                    }
+                    Ok(record) => match message.info() {
+                        Ok(info) => {
+                            records.push((record, info.stream_sequence));
+                            indexed.push(message);
+                        }
+                        Err(error) => {
+                            // Without its sequence the record cannot be found again.
+                            tracing::error!(subject = %message.subject, %error, "attempt record without stream sequence skipped");
+                            let _ = message.ack_with(AckKind::Term).await;
+                        }
+                    },
                     Err(error) => {
                         // Not ours to fix; keep it in the stream, out of the index.
                         tracing::error!(subject = %message.subject, %error, "unreadable attempt record skipped");

@@ -31,7 +31,7 @@ impl Replayer {
                 "event_id and subscription_id are required",
             ));
         }
-        let (attempts, _) = self
+        let attempts = self
             .index
             .list(
                 &Scope::Event(event_id.to_owned()),
@@ -39,7 +39,8 @@ impl Replayer {
                 None,
                 1000,
             )
-            .await?;
+            .await?
+            .records;
         let original = attempts
             .into_iter()
             .find(|a| a.subscription_id == subscription_id)
@@ -107,20 +108,17 @@ impl Replayer {
         let scope = Scope::SubscriptionFailures(subscription_id.to_owned());
         let mut events = Vec::new();
         let mut seen = HashSet::new();
-        let mut before: Option<String> = None;
+        let mut before = None;
         loop {
-            let (page, more) = self
-                .index
-                .list(&scope, &filter, before.as_deref(), 500)
-                .await?;
-            before = page.last().map(|a| a.id.clone());
-            for attempt in page {
+            let page = self.index.list(&scope, &filter, before, 500).await?;
+            for attempt in page.records {
                 if seen.insert(attempt.event_id.clone()) {
                     events.push(attempt.event_id);
                 }
             }
-            if !more {
-                break;
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
             }
         }
         // Oldest first, as they happened.

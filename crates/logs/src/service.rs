@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use chrono::{DateTime, Utc};
 
-use crate::index::{AttemptIndex, Filter, IndexError, Scope};
+use crate::index::{AttemptIndex, Cursor, Filter, IndexError, Scope};
 use crate::replay::Replayer;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -85,7 +85,7 @@ fn time(at: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateT
         .transpose()
 }
 
-fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<&str>), Status> {
+fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<Cursor>), Status> {
     let limit = match page_size {
         0 => DEFAULT_PAGE,
         n if n > MAX_PAGE => {
@@ -95,12 +95,10 @@ fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<&str>), Statu
         }
         n => n,
     };
-    let before = (!page_token.is_empty()).then_some(page_token);
-    if before.is_some_and(|t| !t.starts_with("att_")) {
-        return Err(Status::invalid_argument(
-            "page_token: not a token returned by this listing",
-        ));
-    }
+    let before = (!page_token.is_empty())
+        .then(|| page_token.parse::<Cursor>())
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("page_token: {e}")))?;
     Ok((limit as usize, before))
 }
 
@@ -145,14 +143,10 @@ impl LogService {
         page_token: &str,
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
         let (limit, before) = page(page_size, page_token)?;
-        let (records, more) = self.index.list(scope, filter, before, limit).await?;
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => last.id.clone(),
-            _ => String::new(),
-        };
+        let page = self.index.list(scope, filter, before, limit).await?;
         Ok(Response::new(pb::ListAttemptsResponse {
-            attempts: records.into_iter().map(to_proto).collect(),
-            next_page_token,
+            attempts: page.records.into_iter().map(to_proto).collect(),
+            next_page_token: page.next.map(|c| c.to_string()).unwrap_or_default(),
         }))
     }
 }

@@ -46,6 +46,7 @@ pub async fn throughput(opts: &Opts) -> anyhow::Result<Report> {
         ),
         delivered >= 0.4 * ceiling,
     );
+    run.redis_per_attempt(&mut report, events).await?;
     run.finish(report).await
 }
 

@@ -129,6 +129,25 @@ impl Run {
         }
     }
 
+    /// Redis memory grown since [`Run::mark`] per attempt, once the log
+    /// service has indexed every attempt; and the target line for it.
+    async fn redis_per_attempt(
+        &mut self,
+        report: &mut Report,
+        attempts: u64,
+    ) -> anyhow::Result<()> {
+        let names = self.server.config.names();
+        wait_consumed(&self.js, &names.attempts_stream(), &names.consumer("logs")).await?;
+        let grown = redis_used_memory(&mut self.redis).await? as f64 - self.redis_before as f64;
+        let per_attempt = grown / attempts.max(1) as f64;
+        report.figure("redis_bytes_per_attempt", per_attempt, "B");
+        report.target(
+            format!("at most 100 bytes of Redis per retained attempt (was {per_attempt:.0} B)"),
+            per_attempt <= 100.0,
+        );
+        Ok(())
+    }
+
     /// Adds CPU, memory and Redis figures and the RSS target, then stops
     /// hookrelay and deletes what it created.
     async fn finish(mut self, mut report: Report) -> anyhow::Result<Report> {
