@@ -3,6 +3,7 @@
 //! reads it once), through a small cache bounded in bytes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Stream};
 use hookrelay_core::delivery::Source;
@@ -17,12 +18,19 @@ use tokio::sync::RwLock;
 const CACHE_BYTES: u64 = 32 << 20;
 /// Events the cache is sized for.
 const CACHE_ITEMS: usize = 8192;
+/// How long a cached event is used: long enough for the deliveries of one
+/// fan-out, short enough that a retry due later reads the stream again and
+/// sees an event that has since expired.
+const FRESH: Duration = Duration::from_secs(5);
+
+/// A cached event and when it was read.
+type Cached = (Instant, Arc<Event>);
 
 #[derive(Clone)]
 struct EventWeight;
 
-impl Weighter<(Source, u64), Arc<Event>> for EventWeight {
-    fn weight(&self, _key: &(Source, u64), event: &Arc<Event>) -> u64 {
+impl Weighter<(Source, u64), Cached> for EventWeight {
+    fn weight(&self, _key: &(Source, u64), (_, event): &Cached) -> u64 {
         // Data plus the fixed part of an event.
         event.data.get().len() as u64 + 256
     }
@@ -32,7 +40,7 @@ impl Weighter<(Source, u64), Arc<Event>> for EventWeight {
 pub struct EventReader {
     js: jetstream::Context,
     names: Names,
-    cache: Cache<(Source, u64), Arc<Event>, EventWeight>,
+    cache: Cache<(Source, u64), Cached, EventWeight>,
     /// EVENTS and BATCHES, opened on first use and again after a failure.
     streams: RwLock<[Option<Stream>; 2]>,
 }
@@ -54,30 +62,29 @@ impl EventReader {
         }
     }
 
-    /// Lets a later read see what a test (or an operator) changed.
-    pub fn clear(&self) {
-        self.cache.clear();
-    }
-
     /// The event stored at `seq` of `source`'s stream; `None` once the
     /// stream no longer holds it. Concurrent reads of one event wait for a
     /// single direct get; a failed read is not cached.
     pub async fn get(&self, source: Source, seq: u64) -> Result<Option<Arc<Event>>, ReadError> {
-        if let Some(event) = self.cache.get(&(source, seq)) {
-            return Ok(Some(event));
+        let key = (source, seq);
+        if let Some((read_at, event)) = self.cache.get(&key) {
+            if read_at.elapsed() < FRESH {
+                return Ok(Some(event));
+            }
+            self.cache.remove(&key);
         }
         let read = self
             .cache
-            .get_or_insert_async(&(source, seq), async {
+            .get_or_insert_async(&key, async {
                 match self.read(source, seq).await {
-                    Ok(Some(event)) => Ok(Arc::new(event)),
+                    Ok(Some(event)) => Ok((Instant::now(), Arc::new(event))),
                     Ok(None) => Err(None),
                     Err(error) => Err(Some(error)),
                 }
             })
             .await;
         match read {
-            Ok(event) => Ok(Some(event)),
+            Ok((_, event)) => Ok(Some(event)),
             Err(None) => Ok(None),
             Err(Some(error)) => Err(error),
         }
@@ -85,7 +92,8 @@ impl EventReader {
 
     /// Puts an event the caller already holds (the in-process hand-over).
     pub fn put(&self, source: Source, event: Arc<Event>) {
-        self.cache.insert((source, event.seq), event);
+        self.cache
+            .insert((source, event.seq), (Instant::now(), event));
     }
 
     async fn read(&self, source: Source, seq: u64) -> Result<Option<Event>, ReadError> {

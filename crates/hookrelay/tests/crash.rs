@@ -441,3 +441,84 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn redis_down_holds_an_event_with_a_batched_match_and_publishes_nothing_twice() {
+    // While Redis is down, an event with one batched match once was NAKed
+    // every second, and each redelivery published its other tasks again
+    // (JetStream's dedup covers only two minutes). Now its change is
+    // buffered before any task is published, and the retries back off.
+    let _serial = SERIAL.lock().await;
+    let mut redis = OwnServer::start(Kind::Redis).await;
+    let mut env = TestEnv::new();
+    env.config.redis.url = redis.url();
+    // Direct tasks through DELIVERIES, where they can be counted.
+    env.config.ingestor.handoff = false;
+    let hr = Harness::start_with(env, Role::All).await;
+    let receiver = Receiver::start().await;
+    hr.create(pb::Subscription {
+        tenant: "acme".into(),
+        url: receiver.url("/direct"),
+        event_types: vec!["training.*".into()],
+        ..Default::default()
+    })
+    .await;
+    hr.create(pb::Subscription {
+        tenant: "acme".into(),
+        url: receiver.url("/batch"),
+        event_types: vec!["training.*".into()],
+        request: Some(pb::RequestSpec {
+            envelope: pb::Envelope::ChangesBatch as i32,
+            ..Default::default()
+        }),
+        batch: Some(pb::BatchSpec {
+            window: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            max_size: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    redis.kill().await;
+    hr.publish("acme", "training.update", br#"{"entity_id":5,"data":{}}"#)
+        .await;
+    let failures = r#"hookrelay_transient_errors_total{component="ingestor",dependency="redis"}"#;
+    eventually(
+        "the event tried three times",
+        Duration::from_secs(30),
+        || async { (hr.metric(failures).await? >= 3.0).then_some(()) },
+    )
+    .await;
+    let readyz = reqwest::get(format!("http://{}/readyz", hr.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(readyz.contains("redis (ingestor)"), "{readyz}");
+    let names = hr.env.config.names();
+    let published = || async {
+        let mut stream = hr.js.get_stream(names.deliveries_stream()).await.unwrap();
+        stream.info().await.unwrap().state.last_sequence
+    };
+    assert_eq!(
+        published().await,
+        0,
+        "no task published while Redis is down"
+    );
+    assert!(receiver.requests().is_empty());
+
+    redis.spawn().await;
+    let requests = receiver.wait_for(2, Duration::from_secs(60)).await;
+    assert_eq!(receiver.requests_to("/direct").len(), 1);
+    assert_eq!(receiver.requests_to("/batch").len(), 1);
+    assert!(requests.iter().any(|r| r.body_str().contains(r#""id":5"#)));
+    assert_eq!(
+        published().await,
+        2,
+        "the direct task and the batch's, once each"
+    );
+}

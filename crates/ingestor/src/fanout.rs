@@ -28,6 +28,8 @@ use crate::{Ingestor, DLQ_ORIGINAL_SIZE_HEADER, DLQ_REASON_HEADER, DLQ_SUBJECT_H
 const ACKS_IN_FLIGHT: usize = 1024;
 /// Room left in a DLQ message for its headers and the protocol's framing.
 const HEADROOM: usize = 4096;
+/// How long buffering one change may take before Redis counts as down.
+const REDIS_WAIT: Duration = Duration::from_secs(5);
 /// The name transient failures are counted under.
 const COMPONENT: &str = "ingestor";
 
@@ -161,11 +163,22 @@ impl Ingestor {
                     continue;
                 }
             };
-            if let Err(error) = self
-                .batcher
-                .add(&subscription.id, batch, &change, Utc::now())
-                .await
-            {
+            // Bounded: while Redis reconnects a command can wait far
+            // longer, holding up every event fetched with this one.
+            let added = tokio::time::timeout(
+                REDIS_WAIT,
+                self.batcher
+                    .add(&subscription.id, batch, &change, Utc::now()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "no answer from Redis",
+                    format!("within {REDIS_WAIT:?}"),
+                )))
+            });
+            if let Err(error) = added {
                 self.transients.failed(COMPONENT, Dependency::Redis);
                 tracing::warn!(subscription = %subscription.id, %error, "cannot buffer a change; the event will be tried again");
                 return false;
