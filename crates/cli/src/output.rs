@@ -89,9 +89,12 @@ pub fn attempt_json(a: &pb::Attempt) -> Value {
         "next_attempt_at": time(&a.next_attempt_at),
         "give_up_reason": (!a.give_up_reason.is_empty()).then_some(&a.give_up_reason),
         "redelivery": a.redelivery,
+        "event_seq": a.event_seq,
+        "event_source": a.event_source,
         "request": a.request.as_ref().map(|r| json!({
             "method": r.method, "url": r.url, "headers": headers(&r.headers),
-            "body": String::from_utf8_lossy(&r.body),
+            "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated,
+            "body_size": r.body_size, "body_sha256": r.body_sha256,
         })),
         "response": a.response.as_ref().map(|r| json!({
             "status": r.status, "headers": headers(&r.headers),
@@ -328,7 +331,20 @@ pub fn exchange(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<()> {
         for h in &r.headers {
             writeln!(out, "> {}: {}", h.name, h.value)?;
         }
-        writeln!(out, ">\n{}", String::from_utf8_lossy(&r.body))?;
+        // A record keeps the first 4 KiB; say what the whole was.
+        let more = if r.body_truncated {
+            format!(
+                " [first {} of {} bytes, sha256 {}; rendered from {} #{}]",
+                r.body.len(),
+                r.body_size,
+                r.body_sha256,
+                a.event_source,
+                a.event_seq
+            )
+        } else {
+            String::new()
+        };
+        writeln!(out, ">\n{}{more}", String::from_utf8_lossy(&r.body))?;
     }
     match &a.response {
         Some(r) => {

@@ -32,6 +32,31 @@ pub fn backoff(delivered: i64) -> Duration {
 /// The longest redelivery delay of [`backoff`].
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Pauses between tries of a loop whose step keeps failing (a consumer
+/// restarting, a dependency polled): [`backoff`], at most `max`, back to
+/// the shortest after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    failures: i64,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn up_to(max: Duration) -> Self {
+        Self { failures: 0, max }
+    }
+
+    /// The pause after one more failure.
+    pub fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        backoff(self.failures).min(self.max)
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// Dependencies a transient failure can come from: bounded metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dependency {
@@ -128,6 +153,15 @@ mod tests {
     fn backoff_doubles_up_to_a_minute() {
         let delays: Vec<u64> = (0..10).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(delays, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn loops_back_off_up_to_their_cap_and_start_over_after_a_success() {
+        let mut pause = Backoff::up_to(Duration::from_secs(5));
+        let delays: Vec<u64> = (0..5).map(|_| pause.failed().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        pause.succeeded();
+        assert_eq!(pause.failed(), Duration::from_secs(1));
     }
 
     #[test]

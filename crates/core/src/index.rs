@@ -143,6 +143,7 @@ impl SubscriptionIndex {
         let index = self.clone();
         tokio::spawn(async move {
             let mut last_revision = 0u64;
+            let mut pause = crate::failure::Backoff::up_to(Duration::from_secs(10));
             while !shutdown.is_cancelled() {
                 if last_revision == 0 {
                     match store.status().await {
@@ -154,7 +155,7 @@ impl SubscriptionIndex {
                             tracing::warn!(%error, "cannot read subscriptions bucket, retrying");
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                                _ = tokio::time::sleep(pause.failed()) => continue,
                             }
                         }
                     }
@@ -165,12 +166,15 @@ impl SubscriptionIndex {
                     store.watch_all_from_revision(last_revision + 1).await
                 };
                 let mut watch = match watch {
-                    Ok(watch) => watch,
+                    Ok(watch) => {
+                        pause.succeeded();
+                        watch
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot watch subscriptions bucket, retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = tokio::time::sleep(pause.failed()) => continue,
                         }
                     }
                 };

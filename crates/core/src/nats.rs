@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, kv, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::failure::FailureKind;
+use crate::failure::{Backoff, FailureKind};
 use crate::health::Flag;
 
 /// A NATS or JetStream operation that failed.
@@ -384,8 +384,9 @@ pub async fn pull_messages(
         .map_err(|e| err(&e))
 }
 
-/// Runs `consume` until `shutdown`, starting it again a second after it
-/// fails (a NATS restart, a deleted stream), with `ready` down meanwhile.
+/// Runs `consume` until `shutdown`, starting it again after it fails (a
+/// NATS restart, a deleted stream), with `ready` down meanwhile: a second
+/// later at first, backing off to [`RESTART_MAX`] while it keeps failing.
 pub async fn supervise<F, Fut, E>(
     what: &str,
     shutdown: &CancellationToken,
@@ -396,15 +397,25 @@ pub async fn supervise<F, Fut, E>(
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let mut pause = Backoff::up_to(RESTART_MAX);
     while !shutdown.is_cancelled() {
+        let started = std::time::Instant::now();
         if let Err(error) = consume().await {
             ready.set(false);
-            tracing::warn!(%error, "{what} failed, starting it again");
+            // A consumer that ran a while before failing starts over quickly.
+            if started.elapsed() > RESTART_MAX * 2 {
+                pause.succeeded();
+            }
+            let delay = pause.failed();
+            tracing::warn!(%error, retry_in = ?delay, "{what} failed, starting it again");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
     ready.set(false);
 }
+
+/// The longest pause before a failed consumer is started again.
+pub const RESTART_MAX: Duration = Duration::from_secs(5);

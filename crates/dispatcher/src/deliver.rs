@@ -30,7 +30,7 @@ const WAITING_PER_SLOT: usize = 4;
 pub(crate) const COMPONENT: &str = "dispatcher";
 
 /// The subscription's own permit and one of the global pool.
-pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// What follows an attempt.
 enum After {
@@ -43,7 +43,7 @@ impl Dispatcher {
     /// Delivers a task read from DELIVERIES.
     pub(crate) async fn deliver(self: Arc<Self>, message: Message) {
         match DeliveryTask::parse(&message.payload) {
-            Ok(task) => self.run_task(task, Lease::Stream(message), None).await,
+            Ok(task) => self.run_task(task, Lease::Stream(message)).await,
             Err(error) => {
                 self.dead_letter(message, &format!("unreadable delivery task: {error}"))
                     .await
@@ -51,14 +51,8 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers `task`, settling `lease` when done. `permits` are given when
-    /// the task was handed over with them already taken.
-    pub(crate) async fn run_task(
-        self: Arc<Self>,
-        task: DeliveryTask,
-        lease: Lease,
-        permits: Option<Permits>,
-    ) {
+    /// Delivers `task`, settling `lease` when done.
+    pub(crate) async fn run_task(self: Arc<Self>, task: DeliveryTask, lease: Lease) {
         let subscription = match self.subscription(&task.subscription_id).await {
             Ok(subscription) => subscription.filter(|s| s.enabled),
             Err(error) => {
@@ -117,25 +111,20 @@ impl Dispatcher {
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        let permits = match permits {
-            Some(permits) => permits,
-            None => {
-                let now = std::time::Instant::now();
-                if self
-                    .limits
-                    .should_park(&subscription.id, WAITING_PER_SLOT, now)
-                {
-                    return self.park(lease, &task).await;
-                }
-                lease
-                    .with_progress(self.config.dispatcher.ack_wait, async {
-                        let own = self.limits.acquire(&subscription.id, limit).await;
-                        let global = self.global.clone().acquire_owned().await;
-                        (own, global.expect("never closed"))
-                    })
-                    .await
-            }
-        };
+        if self.limits.should_park(
+            &subscription.id,
+            WAITING_PER_SLOT,
+            std::time::Instant::now(),
+        ) {
+            return self.park(lease, &task).await;
+        }
+        let permits = lease
+            .with_progress(self.config.dispatcher.ack_wait, async {
+                let own = self.limits.acquire(&subscription.id, limit).await;
+                let global = self.global.clone().acquire_owned().await;
+                (own, global.expect("never closed"))
+            })
+            .await;
         self.attempt(task, event, subscription, lease, permits)
             .await
     }

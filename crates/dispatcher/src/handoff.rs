@@ -1,9 +1,11 @@
 //! The in-process hand-over: where the ingestor and the dispatcher run in
-//! one process, the first attempt of a matched event skips DELIVERIES. It is
-//! taken only when it can start at once (a free permit of the subscription
-//! and of the global pool); anything else is refused and the ingestor
-//! queues it in DELIVERIES as before. The ingestor acks the event only once
-//! every hand-over settled (see [`Settled`]).
+//! one process, the first attempt of a matched event skips DELIVERIES. It
+//! then waits for its permits in memory exactly as a task read from
+//! DELIVERIES would, so hand-overs are bounded: in all, and per
+//! subscription (a few waiting tasks per in-flight slot). Beyond that, and
+//! for slow receivers, it is refused and the ingestor queues it in
+//! DELIVERIES as before. The ingestor acks the event only once every
+//! hand-over settled (see [`Settled`]).
 
 use std::sync::Arc;
 
@@ -14,6 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::lease::{Lease, Settled};
 use crate::Dispatcher;
+
+/// Handed-over tasks waiting per in-flight slot of their subscription.
+const WAITING_PER_SLOT: usize = 2;
 
 /// Request time beyond which a subscription's deliveries go through
 /// DELIVERIES instead of holding their event.
@@ -43,14 +48,20 @@ impl Dispatcher {
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        let own = self.limits.try_acquire(&subscription.id, limit)?;
+        if !self
+            .limits
+            .has_room(&subscription.id, limit, WAITING_PER_SLOT)
+        {
+            return None;
+        }
+        let slot = self.handoffs.clone().try_acquire_owned().ok()?;
         self.events.put(task.source, event.clone());
         let (settled, heard) = oneshot::channel();
-        self.tracker.spawn(
-            self.clone()
-                .run_task(task, Lease::Local(settled), Some((own, global))),
-        );
+        let dispatcher = self.clone();
+        self.tracker.spawn(async move {
+            dispatcher.run_task(task, Lease::Local(settled)).await;
+            drop(slot);
+        });
         Some(heard)
     }
 }

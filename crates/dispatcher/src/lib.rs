@@ -56,6 +56,8 @@ pub struct Dispatcher {
     limits: InFlightLimits,
     shapers: request::Shapers,
     global: Arc<Semaphore>,
+    /// Hand-overs in progress, at most twice the global concurrency.
+    handoffs: Arc<Semaphore>,
     events: events::EventReader,
     transients: Transients,
     /// Deliveries in progress, from DELIVERIES and handed over in process.
@@ -82,6 +84,7 @@ impl Dispatcher {
     pub fn new(parts: Parts) -> Arc<Self> {
         let global = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
         let events = events::EventReader::new(parts.js.clone(), parts.config.names());
+        let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency * 2));
         Arc::new(Self {
             config: parts.config,
             index: parts.index,
@@ -93,6 +96,7 @@ impl Dispatcher {
             schedule: parts.schedule,
             limits: InFlightLimits::default(),
             shapers: request::Shapers::default(),
+            handoffs,
             global,
             events,
             js: parts.js,

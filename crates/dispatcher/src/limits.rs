@@ -94,13 +94,11 @@ impl InFlightLimits {
         permit
     }
 
-    /// A permit of `subscription_id` if one is free now and nobody waits.
-    pub fn try_acquire(&self, subscription_id: &str, size: u32) -> Option<OwnedSemaphorePermit> {
-        let (semaphore, waiting) = self.semaphore(subscription_id, size);
-        if waiting.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        semaphore.try_acquire_owned().ok()
+    /// Whether fewer than `per_slot` tasks per in-flight slot of
+    /// `subscription_id` (limit `size`) wait for a permit now.
+    pub fn has_room(&self, subscription_id: &str, size: u32, per_slot: usize) -> bool {
+        let (_, waiting) = self.semaphore(subscription_id, size);
+        waiting.load(Ordering::Relaxed) < size as usize * per_slot
     }
 
     /// Tasks of `subscription_id` waiting for a permit now.

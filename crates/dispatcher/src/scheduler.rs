@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use chrono::Utc;
-use hookrelay_core::failure::{backoff, Dependency};
+use hookrelay_core::failure::{Backoff, Dependency};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::COMPONENT;
@@ -35,11 +35,11 @@ impl Dispatcher {
         // handed to another replica while this one may still act on it.
         let lease = MIN_LEASE.max(self.config.dispatcher.ack_wait);
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
-        let mut failures = 0;
+        let mut pause_after_failure = Backoff::up_to(MAX_IDLE_AFTER_FAILURE);
         while !shutdown.is_cancelled() {
             let pause = match self.schedule.claim(Utc::now(), lease, BATCH).await {
                 Ok(claimed) => {
-                    failures = 0;
+                    pause_after_failure.succeeded();
                     self.scheduler_ready.set(true);
                     let full = claimed.len() == BATCH;
                     if !claimed.is_empty() {
@@ -57,10 +57,9 @@ impl Dispatcher {
                     }
                     self.scheduler_ready.set(false);
                     self.transients.failed(COMPONENT, Dependency::Redis);
-                    failures += 1;
                     // Backing off, but never so far that a Redis back from a
                     // restart waits long for its retries.
-                    backoff(failures).min(MAX_IDLE_AFTER_FAILURE)
+                    pause_after_failure.failed()
                 }
             };
             if last_stats.elapsed() >= Duration::from_secs(5) {

@@ -24,6 +24,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let mut pause = hookrelay_core::failure::Backoff::up_to(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -34,7 +35,7 @@ where
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(pause.failed()) => {}
         }
     }
 }

@@ -139,9 +139,12 @@ async fn a_dispatcher_killed_mid_load_loses_nothing() {
     );
 
     let _second = dispatcher_process(&hr.env);
-    eventually("every event delivered", Duration::from_secs(60), || async {
-        (delivered(&receiver) == EVENTS).then_some(())
-    })
+    // Generous: CI may share the two cores with a build.
+    eventually(
+        "every event delivered",
+        Duration::from_secs(120),
+        || async { (delivered(&receiver) == EVENTS).then_some(()) },
+    )
     .await;
 }
 
@@ -293,9 +296,12 @@ async fn redis_killed_and_restarted_mid_load_loses_nothing() {
         ready(&hr).await.then_some(())
     })
     .await;
-    eventually("every event delivered", Duration::from_secs(60), || async {
-        (delivered(&receiver) == EVENTS).then_some(())
-    })
+    // Generous: CI may share the two cores with a build.
+    eventually(
+        "every event delivered",
+        Duration::from_secs(120),
+        || async { (delivered(&receiver) == EVENTS).then_some(()) },
+    )
     .await;
 }
 
@@ -327,9 +333,12 @@ async fn nats_killed_and_restarted_mid_load_loses_nothing() {
         ready(&hr).await.then_some(())
     })
     .await;
-    eventually("every event delivered", Duration::from_secs(60), || async {
-        (delivered(&receiver) == EVENTS).then_some(())
-    })
+    // Generous: CI may share the two cores with a build.
+    eventually(
+        "every event delivered",
+        Duration::from_secs(120),
+        || async { (delivered(&receiver) == EVENTS).then_some(()) },
+    )
     .await;
 }
 

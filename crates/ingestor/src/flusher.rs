@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use hookrelay_core::delivery::{dedup_id, DeliveryTask, Source};
 use hookrelay_core::event::Event;
-use hookrelay_core::failure::{backoff, Dependency};
+use hookrelay_core::failure::{Backoff, Dependency};
 use hookrelay_core::nats::{publish_acked, PublishError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +25,11 @@ impl Ingestor {
     /// Flushes due batches until `shutdown`.
     pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
         self.index.wait_loaded().await;
-        let mut failures = 0;
+        let mut pause_after_failure = Backoff::up_to(Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let pause = match self.batcher.claim(Utc::now(), LEASE, CLAIM).await {
                 Ok(claimed) => {
-                    failures = 0;
+                    pause_after_failure.succeeded();
                     self.transients.recovered("flusher", Dependency::Redis);
                     let full = claimed.len() == CLAIM;
                     for subscription_id in claimed {
@@ -47,8 +47,7 @@ impl Ingestor {
                 Err(error) => {
                     tracing::warn!(%error, "batch buffer unreachable");
                     self.transients.failed("flusher", Dependency::Redis);
-                    failures += 1;
-                    backoff(failures).min(Duration::from_secs(5))
+                    pause_after_failure.failed()
                 }
             };
             tokio::select! {

@@ -1,10 +1,10 @@
 //! Follows the ATTEMPTS stream into the Redis index and the metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
+use hookrelay_core::failure::backoff;
 use hookrelay_core::health::Flag;
 use hookrelay_core::nats::{pull_messages, supervise, ConsumerSpec, NatsError};
 use hookrelay_core::Config;
@@ -101,8 +101,9 @@ impl AttemptConsumer {
                 Err(error) => {
                     tracing::warn!(%error, "cannot index attempts; they will be redelivered");
                     for message in indexed {
+                        let delivered = message.info().map_or(1, |info| info.delivered);
                         let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .ack_with(AckKind::Nak(Some(backoff(delivered))))
                             .await;
                     }
                 }
