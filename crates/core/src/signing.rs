@@ -69,12 +69,7 @@ pub fn webhook_id(event_id: &str, subscription_id: &str) -> String {
         .chain_update([0u8])
         .chain_update(subscription_id.as_bytes())
         .finalize();
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("msg_");
-    for byte in &digest[..16] {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    format!("msg_{}", hex::encode(&digest[..16]))
 }
 
 #[cfg(test)]

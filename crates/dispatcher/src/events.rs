@@ -14,10 +14,12 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use tokio::sync::RwLock;
 
-/// Bytes of event data the cache keeps at most.
-const CACHE_BYTES: u64 = 32 << 20;
+/// Bytes of events the cache keeps at most (by [`EventWeight`]'s
+/// estimate): a fan-out needs its event for moments, so a few thousand
+/// small events are plenty.
+const CACHE_BYTES: u64 = 4 << 20;
 /// Events the cache is sized for.
-const CACHE_ITEMS: usize = 8192;
+const CACHE_ITEMS: usize = 1024;
 /// How long a cached event is used: long enough for the deliveries of one
 /// fan-out, short enough that a retry due later reads the stream again and
 /// sees an event that has since expired.
@@ -31,8 +33,14 @@ struct EventWeight;
 
 impl Weighter<(Source, u64), Cached> for EventWeight {
     fn weight(&self, _key: &(Source, u64), (_, event): &Cached) -> u64 {
-        // Data plus the fixed part of an event.
-        event.data.get().len() as u64 + 256
+        // What the event holds on the heap, and its allocations' overhead.
+        let labels: usize = event
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum();
+        let text = event.id.len() + event.tenant.len() + event.event_type.len();
+        (event.data.get().len() + labels + text + 512) as u64
     }
 }
 

@@ -56,7 +56,7 @@ pub struct Dispatcher {
     limits: InFlightLimits,
     shapers: request::Shapers,
     global: Arc<Semaphore>,
-    /// Hand-overs in progress, at most twice the global concurrency.
+    /// Hand-overs in progress, at most the global concurrency.
     handoffs: Arc<Semaphore>,
     events: events::EventReader,
     transients: Transients,
@@ -84,7 +84,7 @@ impl Dispatcher {
     pub fn new(parts: Parts) -> Arc<Self> {
         let global = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
         let events = events::EventReader::new(parts.js.clone(), parts.config.names());
-        let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency * 2));
+        let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
         Arc::new(Self {
             config: parts.config,
             index: parts.index,
