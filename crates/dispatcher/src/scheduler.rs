@@ -36,14 +36,29 @@ impl Dispatcher {
         let lease = MIN_LEASE.max(self.config.dispatcher.ack_wait);
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
         let mut pause_after_failure = Backoff::up_to(MAX_IDLE_AFTER_FAILURE);
+        // Re-published entries Redis did not let go of yet: released before
+        // anything is claimed again, so however long Redis was away (longer
+        // than JetStream's dedup window, say) they are not published twice.
+        let mut unreleased: Vec<String> = Vec::new();
         while !shutdown.is_cancelled() {
-            let pause = match self.schedule.claim(Utc::now(), lease, BATCH).await {
+            let released = match unreleased.is_empty() {
+                true => Ok(()),
+                false => self.schedule.release(&unreleased).await,
+            };
+            let claim = match released {
+                Ok(()) => {
+                    unreleased.clear();
+                    self.schedule.claim(Utc::now(), lease, BATCH).await
+                }
+                Err(error) => Err(error),
+            };
+            let pause = match claim {
                 Ok(claimed) => {
                     pause_after_failure.succeeded();
                     self.scheduler_ready.set(true);
                     let full = claimed.len() == BATCH;
                     if !claimed.is_empty() {
-                        self.republish(claimed).await;
+                        unreleased = self.republish(claimed).await;
                     }
                     if full {
                         Duration::ZERO
@@ -83,7 +98,8 @@ impl Dispatcher {
     /// Re-publishes claimed entries as task references (the scheduler reads
     /// no event: the dispatcher does, once per sequence), each with a msg-id
     /// derived from its member alone, then forgets those that were stored.
-    async fn republish(&self, claimed: Vec<Claimed>) {
+    /// Returns the entries that were published but could not be released.
+    async fn republish(&self, claimed: Vec<Claimed>) -> Vec<String> {
         let names = self.config.names();
         let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(claimed.len());
         let mut done: Vec<String> = Vec::new();
@@ -133,10 +149,12 @@ impl Dispatcher {
         if let Err(error) = self.schedule.requeue(&again, Utc::now() + RETRY_SOON).await {
             tracing::warn!(%error, "cannot requeue retries; their leases will expire");
         }
-        if let Err(error) = self.schedule.release(&done).await {
-            // Released later by lease expiry: the tasks are published again
-            // with the same msg-ids, and JetStream's dedup window drops them.
-            tracing::warn!(%error, "cannot release re-published retries");
+        match self.schedule.release(&done).await {
+            Ok(()) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot release re-published retries; trying again before the next claim");
+                done
+            }
         }
     }
 }
