@@ -7,6 +7,7 @@
 
 mod admin;
 mod ceiling;
+mod procs;
 mod publisher;
 mod receiver;
 mod report;
@@ -68,6 +69,9 @@ pub enum Scenario {
     Retries,
     /// Seed 001's debounced batches: changes per second.
     Batching,
+    /// Events of 64 KiB, 512 KiB and the largest NATS takes, each to 100
+    /// subscriptions: MB/s delivered, peak RSS, bodies intact.
+    Large,
     /// Every scenario, one after the other.
     All,
     /// Runs hookrelay itself (all-in-one): the benchmark's child process.
@@ -135,6 +139,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Isolation,
                 Scenario::Retries,
                 Scenario::Batching,
+                Scenario::Large,
             ],
             one => vec![one],
         })
@@ -148,6 +153,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Isolation => scenarios::isolation(&opts).await?,
             Scenario::Retries => scenarios::retries(&opts).await?,
             Scenario::Batching => scenarios::batching(&opts).await?,
+            Scenario::Large => scenarios::large(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

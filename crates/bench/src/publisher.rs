@@ -14,7 +14,7 @@ use crate::receiver::now_us;
 
 /// Publishes unacknowledged at most this far ahead of the acks (async-nats
 /// lends 5,000 publish permits per context, held until the ack is awaited).
-const WINDOW: usize = 4096;
+pub const WINDOW: usize = 4096;
 
 /// A typical order event of about 300 bytes, carrying its publish time.
 pub fn order_event(n: u64, sent_us: u64) -> Bytes {
@@ -32,18 +32,19 @@ pub fn change_event(n: u64, _sent_us: u64) -> Bytes {
     ))
 }
 
-/// Publishes `count` events to `subject` as fast as acks allow; `body(n,
-/// sent_us)` makes event `n`.
+/// Publishes `count` events to `subject` as fast as acks allow, at most
+/// `window` unacknowledged; `body(n, sent_us)` makes event `n`.
 pub async fn closed_loop(
     js: &jetstream::Context,
     subject: &str,
     count: u64,
-    body: fn(u64, u64) -> Bytes,
+    window: usize,
+    body: impl Fn(u64, u64) -> Bytes,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut acks = FuturesUnordered::new();
     for n in 0..count {
-        while acks.len() >= WINDOW {
+        while acks.len() >= window.clamp(1, WINDOW) {
             ack(acks.next().await)?;
         }
         acks.push(send(js, subject, body(n, now_us())).await?);

@@ -1,8 +1,10 @@
 //! The benchmark's HTTP receiver: hyper's HTTP/1.1 server and nothing else,
 //! so it costs as little CPU as a receiver can. What it does depends on the
 //! path: `/ok` answers 200 and records latency, `/hang` never answers,
-//! `/batch` counts the changes in a batch, `/ceiling` only counts.
+//! `/batch` counts the changes in a batch, `/ceiling` only counts, and
+//! `/large?pad=N` checks that the event's padding arrived whole (N bytes).
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,11 @@ use hyper_util::rt::TokioIo;
 /// The marker the publisher puts in every event's data: when it was meant to
 /// be published, in microseconds of [`now_us`].
 pub const SENT_MARKER: &[u8] = b"\"sent_us\":";
+/// Where the padding of a large event starts: `"pad":"xxx…x"` to the end of
+/// its data.
+pub const PAD_MARKER: &[u8] = b"\"pad\":\"";
+/// The event's number in a large event.
+pub const N_MARKER: &[u8] = b"\"n\":";
 const CHANGE_MARKER: &[u8] = b"\"action\":";
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -39,10 +46,19 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Requests on `/ceiling`.
     pub ceiling: AtomicU64,
+    /// Requests on `/large`; distinct (subscription, event) pairs among
+    /// them; those whose padding was not whole.
+    pub large: AtomicU64,
+    pub distinct: AtomicU64,
+    pub damaged: AtomicU64,
+    /// Body bytes of every request but `/ceiling`.
+    pub body_bytes: AtomicU64,
     /// When the last `/ok` or `/batch` request arrived ([`now_us`]).
     pub last_us: AtomicU64,
     /// Publish-to-receipt latency of `/ok` requests, in microseconds.
     latency: Mutex<Histogram<u64>>,
+    /// The (subscription, event) pairs `/large` has seen.
+    seen: Mutex<HashSet<(u64, u64)>>,
 }
 
 impl Stats {
@@ -53,8 +69,13 @@ impl Stats {
             changes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             ceiling: AtomicU64::new(0),
+            large: AtomicU64::new(0),
+            distinct: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds")),
+            seen: Mutex::new(HashSet::new()),
         }
     }
 
@@ -113,11 +134,43 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    let param = |name: &str| {
+        request.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+        })
+    };
+    let (pad, sub) = (param("pad"), param("sub"));
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    if path.starts_with("/hang") {
+    if !path.starts_with("/ceiling") {
+        stats
+            .body_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+    }
+    if path.starts_with("/large") {
+        let now = now_us();
+        if pad.is_none_or(|pad| !padded(&body, pad as usize)) {
+            stats.damaged.fetch_add(1, Ordering::Relaxed);
+        }
+        let pair = (
+            sub.unwrap_or(0),
+            number_after(&body, N_MARKER).unwrap_or(u64::MAX),
+        );
+        if stats.seen.lock().expect("seen lock").insert(pair) {
+            stats.distinct.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(sent) = sent_us(&body) {
+            let mut latency = stats.latency.lock().expect("latency lock");
+            latency.saturating_record(now.saturating_sub(sent).max(1));
+        }
+        stats.large.fetch_add(1, Ordering::Relaxed);
+        stats.last_us.fetch_max(now, Ordering::Relaxed);
+    } else if path.starts_with("/hang") {
         stats.hung.fetch_add(1, Ordering::Relaxed);
         std::future::pending::<()>().await;
     } else if path.starts_with("/ceiling") {
@@ -141,7 +194,12 @@ async fn handle(
 
 /// The `sent_us` number in a body, if there is one.
 fn sent_us(body: &[u8]) -> Option<u64> {
-    let start = find(body, SENT_MARKER)? + SENT_MARKER.len();
+    number_after(body, SENT_MARKER)
+}
+
+/// The number right after the first `marker` in `body`.
+fn number_after(body: &[u8], marker: &[u8]) -> Option<u64> {
+    let start = find(body, marker)? + marker.len();
     let digits = body[start..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
@@ -150,6 +208,17 @@ fn sent_us(body: &[u8]) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// Whether `body` holds a padding of exactly `len` `x`s that closes its
+/// data object (`"pad":"xx…x"}`).
+fn padded(body: &[u8], len: usize) -> bool {
+    let Some(start) = find(body, PAD_MARKER).map(|i| i + PAD_MARKER.len()) else {
+        return false;
+    };
+    let rest = &body[start..];
+    let xs = rest.iter().take_while(|&&b| b == b'x').count();
+    xs == len && rest[xs..].starts_with(b"\"}")
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -174,5 +243,14 @@ mod tests {
         assert_eq!(sent_us(b"{}"), None);
         let batch = br#"{"changes":[{"action":"update","id":1},{"action":"update","id":2}]}"#;
         assert_eq!(occurrences(batch, CHANGE_MARKER), 2);
+    }
+
+    #[test]
+    fn padding_must_arrive_whole() {
+        let body = br#"{"type":"t","data":{"sent_us":1 ,"pad":"xxxx"}}"#;
+        assert!(padded(body, 4));
+        assert!(!padded(body, 3));
+        assert!(!padded(br#"{"data":{"pad":"xxxx"#, 4));
+        assert!(!padded(br#"{"data":{"pad":"xxyx"}}"#, 4));
     }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::procs::Cpu;
+
 /// Peak RSS every scenario must stay under.
 pub const RSS_TARGET_BYTES: u64 = 150 * 1024 * 1024;
 
@@ -16,11 +18,13 @@ pub struct Report {
     pub setup: String,
     pub figures: Vec<Figure>,
     pub targets: Vec<Target>,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Figure {
-    pub name: &'static str,
+    pub name: String,
     pub value: f64,
     pub unit: &'static str,
 }
@@ -38,11 +42,57 @@ impl Report {
             setup,
             figures: Vec::new(),
             targets: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
-    pub fn figure(&mut self, name: &'static str, value: f64, unit: &'static str) {
-        self.figures.push(Figure { name, value, unit });
+    pub fn figure(&mut self, name: impl Into<String>, value: f64, unit: &'static str) {
+        self.figures.push(Figure {
+            name: name.into(),
+            value,
+            unit,
+        });
+    }
+
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    /// CPU milliseconds per delivery of hookrelay, nats-server and Redis
+    /// over a phase of `deliveries`, each and summed, as figures named
+    /// `{prefix}cpu_ms_per_delivery` and so on; returns the sum. A server
+    /// whose CPU could not be read is left out, with a note saying why, and
+    /// so is the sum.
+    pub fn cpu_per_delivery(&mut self, prefix: &str, used: &Cpu, deliveries: u64) -> Option<f64> {
+        let per = |seconds: f64| seconds * 1000.0 / deliveries.max(1) as f64;
+        let mut total = Some(per(used.hookrelay));
+        self.figure(
+            format!("{prefix}cpu_ms_per_delivery_hookrelay"),
+            per(used.hookrelay),
+            "ms",
+        );
+        for (name, seconds) in [("nats", &used.nats), ("redis", &used.redis)] {
+            match seconds {
+                Ok(seconds) => {
+                    self.figure(
+                        format!("{prefix}cpu_ms_per_delivery_{name}"),
+                        per(*seconds),
+                        "ms",
+                    );
+                    total = total.map(|t| t + per(*seconds));
+                }
+                Err(why) => {
+                    self.note(format!(
+                        "{prefix}cpu_ms_per_delivery_{name} and {prefix}cpu_ms_per_delivery left out: {why}"
+                    ));
+                    total = None;
+                }
+            }
+        }
+        if let Some(total) = total {
+            self.figure(format!("{prefix}cpu_ms_per_delivery"), total, "ms");
+        }
+        total
     }
 
     pub fn target(&mut self, goal: String, met: bool) {
@@ -87,14 +137,19 @@ impl fmt::Display for Report {
         for figure in &self.figures {
             let value = if figure.value.abs() >= 100.0 || figure.value.fract() == 0.0 {
                 format!("{:.0}", figure.value)
+            } else if figure.value.abs() < 1.0 {
+                format!("{:.4}", figure.value)
             } else {
                 format!("{:.2}", figure.value)
             };
-            writeln!(f, "  {:<28} {:>12} {}", figure.name, value, figure.unit)?;
+            writeln!(f, "  {:<34} {:>12} {}", figure.name, value, figure.unit)?;
         }
         for target in &self.targets {
             let mark = if target.met { "met    " } else { "NOT MET" };
             writeln!(f, "  [{mark}] {}", target.goal)?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
         }
         Ok(())
     }

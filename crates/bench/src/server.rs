@@ -128,10 +128,15 @@ impl Hookrelay {
         }
     }
 
-    /// User plus system CPU seconds used so far.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = procfs::process::Process::new(self.pid)?.stat()?;
-        Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Resident set size now (VmRSS), in bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let status = procfs::process::Process::new(self.pid)?.status()?;
+        Ok(status.vmrss.context("no VmRSS in /proc status")? * 1024)
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.

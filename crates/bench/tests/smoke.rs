@@ -66,6 +66,28 @@ fn common(report: &Value) {
     );
 }
 
+/// Delivery scenarios report CPU per delivery of hookrelay, nats-server and
+/// Redis, or say in a note why a server's share could not be read.
+fn cpu_per_delivery(report: &Value, prefix: &str) {
+    assert!(figure(report, &format!("{prefix}cpu_ms_per_delivery_hookrelay")) >= 0.0);
+    let notes = report["notes"].as_array().expect("notes");
+    for name in ["nats", "redis"] {
+        let name = format!("{prefix}cpu_ms_per_delivery_{name}");
+        let noted = notes.iter().any(|n| n.as_str().unwrap().contains(&name));
+        if !noted {
+            assert!(figure(report, &name) >= 0.0);
+        }
+    }
+    if notes.is_empty() {
+        let sum = figure(report, &format!("{prefix}cpu_ms_per_delivery"));
+        let parts: f64 = ["hookrelay", "nats", "redis"]
+            .iter()
+            .map(|p| figure(report, &format!("{prefix}cpu_ms_per_delivery_{p}")))
+            .sum();
+        assert!((sum - parts).abs() < 1e-9, "{report}");
+    }
+}
+
 #[test]
 fn throughput_reports_rate_ceiling_and_latency() {
     let report = run("throughput");
@@ -74,6 +96,15 @@ fn throughput_reports_rate_ceiling_and_latency() {
     let ratio = positive(&report, "ratio_to_ceiling");
     assert!((ratio - 100.0 * delivered / ceiling).abs() < 0.01);
     positive(&report, "latency_p99");
+    cpu_per_delivery(&report, "");
+    let targets = report["targets"].as_array().expect("targets");
+    assert!(
+        targets.iter().any(|t| t["goal"]
+            .as_str()
+            .unwrap()
+            .starts_with("CPU per delivery of hookrelay + nats-server + Redis")),
+        "{report}"
+    );
     common(&report);
 }
 
@@ -86,6 +117,7 @@ fn fanout_reports_deliveries_to_every_subscription() {
         .as_str()
         .unwrap()
         .contains("3 subscriptions"));
+    cpu_per_delivery(&report, "");
     common(&report);
 }
 
@@ -95,6 +127,7 @@ fn latency_reports_percentiles_of_an_open_loop() {
     let p50 = positive(&report, "latency_p50");
     let p99 = positive(&report, "latency_p99");
     assert!(p50 <= p99);
+    cpu_per_delivery(&report, "");
     common(&report);
 }
 
@@ -105,6 +138,7 @@ fn isolation_compares_a_healthy_receiver_with_its_solo_rate() {
     positive(&report, "healthy_beside_hung_per_sec");
     positive(&report, "kept_of_solo_rate");
     positive(&report, "requests_to_hung_receiver");
+    cpu_per_delivery(&report, "");
     common(&report);
 }
 
@@ -125,5 +159,34 @@ fn batching_reports_changes_per_second() {
     let report = run("batching");
     positive(&report, "changes_per_sec");
     positive(&report, "batches");
+    cpu_per_delivery(&report, "");
+    common(&report);
+}
+
+#[test]
+fn large_sends_every_size_and_checks_bodies() {
+    let report = run("large");
+    // At least one event of each size: 64 KiB, 512 KiB and the largest
+    // NATS takes (1023k under the default max_payload of 1 MiB).
+    let sizes: Vec<String> = report["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .filter_map(|f| f["name"].as_str()?.strip_suffix("_events_per_sec"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(sizes.len(), 3, "{report}");
+    assert_eq!(&sizes[..2], ["64k", "512k"], "{report}");
+    for size in &sizes {
+        positive(&report, &format!("{size}_events_per_sec"));
+        positive(&report, &format!("{size}_deliveries_per_sec"));
+        positive(&report, &format!("{size}_mb_per_sec"));
+        positive(&report, &format!("{size}_peak_rss"));
+        positive(&report, &format!("{size}_attempt_record_bytes"));
+        assert_eq!(figure(&report, &format!("{size}_damaged")), 0.0, "{report}");
+        figure(&report, &format!("{size}_duplicates"));
+        cpu_per_delivery(&report, &format!("{size}_"));
+    }
+    cpu_per_delivery(&report, "");
     common(&report);
 }

@@ -47,6 +47,16 @@ pub async fn throughput(opts: &Opts) -> anyhow::Result<Report> {
         delivered >= 0.4 * ceiling,
     );
     run.redis_per_attempt(&mut report, events).await?;
+    let cpu = run.cpu_per_delivery(&mut report, events).await?;
+    report.target(
+        match cpu {
+            Some(ms) => format!(
+                "CPU per delivery of hookrelay + nats-server + Redis ≤ 0.07 ms (was {ms:.3} ms)"
+            ),
+            None => "CPU per delivery of hookrelay + nats-server + Redis ≤ 0.07 ms (not measured: see notes)".into(),
+        },
+        cpu.is_some_and(|ms| ms <= 0.07),
+    );
     run.finish(report).await
 }
 
@@ -87,6 +97,7 @@ pub async fn fanout(opts: &Opts) -> anyhow::Result<Report> {
     run.delivered("delivered", total).await?;
     report.against_ceiling(rate(total, start, &run.receiver.stats), ceiling);
     report.latency(&run.receiver.stats.take_latency());
+    run.cpu_per_delivery(&mut report, total).await?;
     run.finish(report).await
 }
 
@@ -127,6 +138,7 @@ pub async fn latency(opts: &Opts, rate_per_sec: u64) -> anyhow::Result<Report> {
         format!("p99 publish-to-receipt under 25 ms at {rate_per_sec}/s (was {p99:.1} ms)"),
         p99 < 25.0,
     );
+    run.cpu_per_delivery(&mut report, events).await?;
     run.finish(report).await
 }
 
@@ -195,6 +207,8 @@ pub async fn isolation(opts: &Opts) -> anyhow::Result<Report> {
         ),
         beside >= 0.9 * solo,
     );
+    // Both phases: the healthy receiver's deliveries (the hung one gets none).
+    run.cpu_per_delivery(&mut report, 2 * events).await?;
     run.finish(report).await
 }
 
@@ -244,5 +258,13 @@ pub async fn batching(opts: &Opts) -> anyhow::Result<Report> {
         changes as f64 / batches.max(1) as f64,
         "",
     );
+    // A delivery is a batch request; per change as well.
+    if let Some(ms) = run.cpu_per_delivery(&mut report, batches).await? {
+        report.figure(
+            "cpu_ms_per_change",
+            ms * batches as f64 / changes as f64,
+            "ms",
+        );
+    }
     run.finish(report).await
 }

@@ -1,4 +1,4 @@
-//! The six scenarios. Each starts its own hookrelay (fresh prefix, fresh
+//! The seven scenarios. Each starts its own hookrelay (fresh prefix, fresh
 //! process, so peak RSS is the scenario's own), its own receiver, measures,
 //! then deletes everything it created.
 
@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use hookrelay_proto::v1 as pb;
 
 use crate::admin::{self, TENANT};
+use crate::procs::{Cpu, Meter};
 use crate::publisher;
 use crate::receiver::{Receiver, Stats};
 use crate::report::{Report, RSS_TARGET_BYTES};
@@ -19,9 +20,11 @@ use crate::server::{redis_connection, redis_used_memory, Hookrelay};
 use crate::Opts;
 
 mod delivery;
+mod large;
 mod retries;
 
 pub use delivery::{batching, fanout, isolation, latency, throughput};
+pub use large::large;
 pub use retries::retries;
 
 /// Requests in flight per subscription: hookrelay's default, and the
@@ -31,6 +34,9 @@ const CONCURRENCY: usize = 64;
 const DELIVERED_BODY_LEN: usize = 420;
 /// A run with no progress for this long has failed.
 const STALL: Duration = Duration::from_secs(60);
+/// hookrelay resident above this is stopped before it takes the machine
+/// down with it (the target is far lower).
+const RSS_SAFETY_BYTES: u64 = 4 << 30;
 
 /// A scenario's hookrelay, receiver and connections, and the readings taken
 /// when measuring began.
@@ -40,7 +46,8 @@ struct Run {
     js: jetstream::Context,
     redis: redis::aio::MultiplexedConnection,
     redis_before: u64,
-    cpu_before: f64,
+    meter: Meter,
+    cpu_before: Cpu,
 }
 
 impl Run {
@@ -56,13 +63,15 @@ impl Run {
             .with_context(|| format!("cannot connect to NATS at {}", opts.nats))?;
         let mut redis = redis_connection(&opts.redis).await?;
         let redis_before = redis_used_memory(&mut redis).await?;
-        let cpu_before = server.cpu_seconds()?;
+        let meter = Meter::new(server.pid(), opts);
+        let cpu_before = meter.read()?;
         Ok(Self {
             server,
             receiver,
             js: jetstream::new(client),
             redis,
             redis_before,
+            meter,
             cpu_before,
         })
     }
@@ -82,11 +91,12 @@ impl Run {
         &self,
         event_type: &str,
         count: u64,
-        body: fn(u64, u64) -> bytes::Bytes,
+        body: impl Fn(u64, u64) -> bytes::Bytes,
         what: &str,
     ) -> anyhow::Result<()> {
         let subject = self.subject(event_type);
-        publisher::closed_loop(&self.js, &subject, count, body, &bar(what, count)).await
+        let window = publisher::WINDOW;
+        publisher::closed_loop(&self.js, &subject, count, window, body, &bar(what, count)).await
     }
 
     /// Waits until the receiver has answered `total` requests on `/ok`.
@@ -97,7 +107,7 @@ impl Run {
 
     /// Restarts the CPU and Redis readings (after a setup phase).
     async fn mark(&mut self) -> anyhow::Result<()> {
-        self.cpu_before = self.server.cpu_seconds()?;
+        self.cpu_before = self.meter.read()?;
         self.redis_before = redis_used_memory(&mut self.redis).await?;
         Ok(())
     }
@@ -125,8 +135,31 @@ impl Run {
                 bail!("{what}: stalled at {now} of {total}");
             }
             self.server.check_alive()?;
+            let rss = self.server.rss()?;
+            if rss > RSS_SAFETY_BYTES {
+                bail!("{what}: hookrelay stopped at {} MiB resident", rss >> 20);
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// CPU used by hookrelay, nats-server and Redis since [`Run::mark`],
+    /// once the log service has indexed every attempt (that work is part
+    /// of what a delivery costs).
+    async fn cpu_used(&mut self) -> anyhow::Result<Cpu> {
+        let names = self.server.config.names();
+        wait_consumed(&self.js, &names.attempts_stream(), &names.consumer("logs")).await?;
+        Ok(self.meter.read()?.since(&self.cpu_before))
+    }
+
+    /// [`Run::cpu_used`] per delivery, as figures; returns the sum.
+    async fn cpu_per_delivery(
+        &mut self,
+        report: &mut Report,
+        deliveries: u64,
+    ) -> anyhow::Result<Option<f64>> {
+        let used = self.cpu_used().await?;
+        Ok(report.cpu_per_delivery("", &used, deliveries))
     }
 
     /// Redis memory grown since [`Run::mark`] per attempt, once the log
@@ -151,7 +184,7 @@ impl Run {
     /// Adds CPU, memory and Redis figures and the RSS target, then stops
     /// hookrelay and deletes what it created.
     async fn finish(mut self, mut report: Report) -> anyhow::Result<Report> {
-        let cpu = self.server.cpu_seconds()? - self.cpu_before;
+        let cpu = self.meter.read()?.hookrelay - self.cpu_before.hookrelay;
         let rss = self.server.peak_rss()?;
         let redis_after = redis_used_memory(&mut self.redis).await?;
         report.figure("hookrelay_cpu", cpu, "s");

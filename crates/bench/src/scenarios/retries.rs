@@ -34,6 +34,7 @@ pub async fn retries(opts: &Opts) -> anyhow::Result<Report> {
         &js,
         &subject,
         pending,
+        publisher::WINDOW,
         publisher::order_event,
         &bar("publishing events", pending),
     )
