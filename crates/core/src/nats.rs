@@ -344,7 +344,13 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// Messages pulled per request.
     pub batch: usize,
+    /// Bytes pulled per request at most (0: no limit): a batch of large
+    /// messages would otherwise be `batch` × the max payload in memory.
+    pub max_bytes: usize,
 }
+
+/// [`ConsumerSpec::max_bytes`] of consumers whose messages can be large.
+pub const PULL_MAX_BYTES: usize = 16 << 20;
 
 /// Creates the streams and the consumer if missing, then opens its message
 /// stream (batched pulls with heartbeats, so a dead server is noticed).
@@ -377,6 +383,7 @@ pub async fn pull_messages(
     consumer
         .stream()
         .max_messages_per_batch(spec.batch)
+        .max_bytes_per_batch(spec.max_bytes)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()

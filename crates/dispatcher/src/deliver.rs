@@ -32,6 +32,16 @@ pub(crate) const COMPONENT: &str = "dispatcher";
 /// The subscription's own permit and one of the global pool.
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
+/// KiB of rendered request bodies in flight at most.
+pub(crate) const BODY_BUDGET_KIB: u32 = 64 * 1024;
+
+/// About how many KiB `event`'s request body takes (its data and an
+/// envelope), as permits of the body budget.
+fn body_kib(event: &Event) -> u32 {
+    let kib = (event.data.get().len() / 1024 + 1) as u32;
+    kib.min(BODY_BUDGET_KIB)
+}
+
 /// What follows an attempt.
 enum After {
     Done,
@@ -138,6 +148,15 @@ impl Dispatcher {
         lease: Lease,
         permits: Permits,
     ) {
+        // Bodies in flight are bounded in bytes too: a fan-out of large
+        // events renders one body per subscription.
+        let _body = lease
+            .with_progress(
+                self.config.dispatcher.ack_wait,
+                self.bodies.clone().acquire_many_owned(body_kib(&event)),
+            )
+            .await
+            .expect("never closed");
         let started_at = Utc::now();
         let timeout = subscription
             .timeout

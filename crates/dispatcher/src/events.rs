@@ -15,9 +15,10 @@ use quick_cache::Weighter;
 use tokio::sync::RwLock;
 
 /// Bytes of events the cache keeps at most (by [`EventWeight`]'s
-/// estimate): a fan-out needs its event for moments, so a few thousand
-/// small events are plenty.
-const CACHE_BYTES: u64 = 4 << 20;
+/// estimate): a fan-out needs its event for moments, but the tasks in
+/// flight (up to twice the global concurrency) may span a dozen large
+/// events, and a miss would read (and hold) another copy.
+const CACHE_BYTES: u64 = 16 << 20;
 /// Events the cache is sized for.
 const CACHE_ITEMS: usize = 1024;
 /// How long a cached event is used: long enough for the deliveries of one

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
 use hookrelay_core::failure::backoff;
 use tokio::sync::oneshot;
@@ -89,9 +90,27 @@ impl Lease {
     }
 }
 
+/// Something that tells JetStream a message is still being worked on: the
+/// message itself, or the acker split from it (which keeps no payload).
+pub trait Progress {
+    fn progress(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Progress for Message {
+    async fn progress(&self) {
+        let _ = self.ack_with(AckKind::Progress).await;
+    }
+}
+
+impl Progress for Acker {
+    async fn progress(&self) {
+        let _ = self.ack_with(AckKind::Progress).await;
+    }
+}
+
 /// Runs `work`, sending progress acks for `message` every third of `ack_wait`.
 pub async fn keep_alive<T>(
-    message: &Message,
+    message: &impl Progress,
     ack_wait: Duration,
     work: impl Future<Output = T>,
 ) -> T {
@@ -101,9 +120,7 @@ pub async fn keep_alive<T>(
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = ticker.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
+            _ = ticker.tick() => message.progress().await,
         }
     }
 }

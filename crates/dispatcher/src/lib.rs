@@ -58,6 +58,8 @@ pub struct Dispatcher {
     global: Arc<Semaphore>,
     /// Hand-overs in progress, at most the global concurrency.
     handoffs: Arc<Semaphore>,
+    /// KiB of request bodies being rendered or sent.
+    bodies: Arc<Semaphore>,
     events: events::EventReader,
     transients: Transients,
     /// Deliveries in progress, from DELIVERIES and handed over in process.
@@ -97,6 +99,7 @@ impl Dispatcher {
             limits: InFlightLimits::default(),
             shapers: request::Shapers::default(),
             handoffs,
+            bodies: Arc::new(Semaphore::new(deliver::BODY_BUDGET_KIB as usize)),
             global,
             events,
             js: parts.js,
@@ -117,6 +120,8 @@ impl Dispatcher {
             ack_wait: self.config.dispatcher.ack_wait,
             max_ack_pending: (self.config.dispatcher.concurrency * 2) as i64,
             batch: self.config.dispatcher.fetch_batch,
+            // Tasks are references: small.
+            max_bytes: 0,
         };
         supervise("delivery consumer", &shutdown, &self.ready, || {
             self.consume(&spec, &self.tracker, &shutdown)

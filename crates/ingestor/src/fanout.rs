@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, context::PublishAckFuture, AckKind, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -136,16 +137,20 @@ impl Ingestor {
         }
         self.settle(&mut pending, &mut fates).await;
         for (message, fate) in messages.into_iter().zip(fates) {
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            // What waits keeps only the acker: not the payload (up to the
+            // max payload), of which the dispatcher holds its own copy.
+            let (_, acker) = message.split();
             if fate.local.is_empty() {
-                conclude(&message, !fate.failed).await;
+                conclude(&acker, delivered, !fate.failed).await;
                 continue;
             }
             let js = self.js.clone();
             let spilled = self.metrics.spilled.clone();
             let ack_wait = self.config.nats.ack_wait;
             self.waiting.spawn(async move {
-                let stored = spill_unsettled(&js, &message, ack_wait, fate.local, &spilled).await;
-                conclude(&message, stored && !fate.failed).await;
+                let stored = spill_unsettled(&js, &acker, ack_wait, fate.local, &spilled).await;
+                conclude(&acker, delivered, stored && !fate.failed).await;
             });
         }
     }
@@ -258,7 +263,7 @@ impl Ingestor {
 /// Whether all of them are now settled or durably queued.
 async fn spill_unsettled(
     js: &jetstream::Context,
-    message: &Message,
+    message: &Acker,
     ack_wait: Duration,
     local: Vec<HandedOver>,
     spilled: &prometheus::IntCounter,
@@ -289,16 +294,13 @@ async fn spill_unsettled(
     stored
 }
 
-/// Acks `message`, or NAKs it to come back after a delay that grows with
-/// each delivery.
-async fn conclude(message: &Message, stored: bool) {
+/// Acks the message behind `acker`, or NAKs it to come back after a delay
+/// that grows with each delivery (it was `delivered` times so far).
+async fn conclude(acker: &Acker, delivered: i64, stored: bool) {
     let result = if stored {
-        message.ack().await
+        acker.ack().await
     } else {
-        let delivered = message.info().map_or(1, |info| info.delivered);
-        message
-            .ack_with(AckKind::Nak(Some(backoff(delivered))))
-            .await
+        acker.ack_with(AckKind::Nak(Some(backoff(delivered)))).await
     };
     if let Err(error) = result {
         tracing::warn!(%error, "event ack failed; it will be redelivered");

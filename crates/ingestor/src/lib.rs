@@ -71,6 +71,7 @@ impl Ingestor {
             ack_wait: self.config.nats.ack_wait,
             max_ack_pending: 20_000,
             batch: self.config.ingestor.fetch_batch,
+            max_bytes: hookrelay_core::nats::PULL_MAX_BYTES,
         };
         supervise("event consumer", &shutdown, &self.ready, || {
             self.consume(&spec, &shutdown)

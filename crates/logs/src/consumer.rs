@@ -33,6 +33,7 @@ impl AttemptConsumer {
             ack_wait: self.config.nats.ack_wait,
             max_ack_pending: 20_000,
             batch: 500,
+            max_bytes: hookrelay_core::nats::PULL_MAX_BYTES,
         };
         supervise("attempt consumer", &shutdown, &self.ready, || {
             self.consume(&spec, &shutdown)
