@@ -18,7 +18,7 @@ use crate::schedule::{Claimed, RetryEntry};
 use crate::Dispatcher;
 
 /// Entries claimed per round.
-const BATCH: usize = 500;
+const BATCH: usize = 1000;
 /// Shortest time claimed entries stay reserved for this replica.
 const MIN_LEASE: Duration = Duration::from_secs(30);
 /// When entries that could not be re-published are tried again.
@@ -40,6 +40,9 @@ impl Dispatcher {
         // anything is claimed again, so however long Redis was away (longer
         // than JetStream's dedup window, say) they are not published twice.
         let mut unreleased: Vec<String> = Vec::new();
+        // The round before this one, still awaiting its publish acks: the
+        // next claim overlaps it, so draining is not one round trip at a time.
+        let mut previous: Option<tokio::task::JoinHandle<Vec<String>>> = None;
         while !shutdown.is_cancelled() {
             let released = match unreleased.is_empty() {
                 true => Ok(()),
@@ -57,8 +60,16 @@ impl Dispatcher {
                     pause_after_failure.succeeded();
                     self.scheduler_ready.set(true);
                     let full = claimed.len() == BATCH;
-                    if !claimed.is_empty() {
-                        unreleased = self.republish(claimed).await;
+                    let sent = if claimed.is_empty() {
+                        None
+                    } else {
+                        Some(self.send(claimed).await)
+                    };
+                    if let Some(round) = previous.take() {
+                        unreleased.extend(round.await.unwrap_or_default());
+                    }
+                    if let Some(sent) = sent {
+                        previous = Some(tokio::spawn(self.clone().settle(sent)));
                     }
                     if full {
                         Duration::ZERO
@@ -92,22 +103,27 @@ impl Dispatcher {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        if let Some(round) = previous.take() {
+            let _ = round.await;
+        }
         self.scheduler_ready.set(false);
     }
 
     /// Re-publishes claimed entries as task references (the scheduler reads
     /// no event: the dispatcher does, once per sequence), each with a msg-id
-    /// derived from its member alone, then forgets those that were stored.
-    /// Returns the entries that were published but could not be released.
-    async fn republish(&self, claimed: Vec<Claimed>) -> Vec<String> {
+    /// derived from its member alone; [`Dispatcher::settle`] then forgets
+    /// those that were stored.
+    async fn send(&self, claimed: Vec<Claimed>) -> Sent {
         let names = self.config.names();
-        let mut pending: Vec<(String, PublishAckFuture)> = Vec::with_capacity(claimed.len());
-        let mut done: Vec<String> = Vec::new();
-        let mut again: Vec<String> = Vec::new();
+        let mut sent = Sent {
+            pending: Vec::with_capacity(claimed.len()),
+            done: Vec::new(),
+            again: Vec::new(),
+        };
         for claimed in claimed {
             let Some(entry) = RetryEntry::parse(&claimed.member) else {
                 tracing::error!(member = %claimed.member, "unreadable retry entry dropped");
-                done.push(claimed.member);
+                sent.done.push(claimed.member);
                 continue;
             };
             // The subject only spreads tasks by tenant; a deleted
@@ -124,13 +140,25 @@ impl Dispatcher {
                 .send_publish(names.delivery_subject(&tenant), publish)
                 .await
             {
-                Ok(ack) => pending.push((claimed.member, ack)),
+                Ok(ack) => sent.pending.push((claimed.member, ack)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot re-publish a retry; trying again shortly");
-                    again.push(claimed.member);
+                    sent.again.push(claimed.member);
                 }
             }
         }
+        sent
+    }
+
+    /// Awaits a round's publish acks, requeues what was not stored and
+    /// releases what was. Returns the entries that were published but could
+    /// not be released.
+    async fn settle(self: Arc<Self>, sent: Sent) -> Vec<String> {
+        let Sent {
+            pending,
+            mut done,
+            mut again,
+        } = sent;
         for (member, ack) in pending {
             match ack.await {
                 Ok(_) => done.push(member),
@@ -157,4 +185,11 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// One round of re-publishing: acks awaited, entries to release and requeue.
+struct Sent {
+    pending: Vec<(String, PublishAckFuture)>,
+    done: Vec<String>,
+    again: Vec<String>,
 }

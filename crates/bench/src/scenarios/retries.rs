@@ -139,8 +139,8 @@ pub async fn retries(opts: &Opts) -> anyhow::Result<Report> {
         per_entry <= 150.0,
     );
     report.target(
-        format!("due retries drain at 50k/s or more (was {drained:.0}/s)"),
-        drained >= 50_000.0,
+        format!("due retries drain at 25k/s or more (was {drained:.0}/s)"),
+        drained >= 25_000.0,
     );
     run.finish(report).await
 }
