@@ -209,10 +209,25 @@ impl PublishError {
     /// Permanent when the message can never fit; transient otherwise (a
     /// timeout, a lost connection, a missing stream being recreated).
     pub fn kind(&self) -> FailureKind {
-        match self.source.kind() {
-            jetstream::context::PublishErrorKind::MaxPayloadExceeded => FailureKind::Permanent,
-            _ => FailureKind::Transient,
-        }
+        publish_failure_kind(&self.source)
+    }
+}
+
+/// Permanent when a message can never fit; transient otherwise.
+pub fn publish_failure_kind(error: &jetstream::context::PublishError) -> FailureKind {
+    match error.kind() {
+        jetstream::context::PublishErrorKind::MaxPayloadExceeded => FailureKind::Permanent,
+        _ => FailureKind::Transient,
+    }
+}
+
+/// The largest message (payload and headers) the connected server takes:
+/// its `max_payload`, or the server default of 1 MiB before the first
+/// connection says otherwise.
+pub fn max_message_bytes(js: &jetstream::Context) -> usize {
+    match js.client().server_info().max_payload {
+        0 => 1 << 20,
+        max => max,
     }
 }
 

@@ -29,8 +29,13 @@ const WAITING_PER_SLOT: usize = 4;
 /// The name transient failures are counted under.
 pub(crate) const COMPONENT: &str = "dispatcher";
 
-/// The subscription's own permit and one of the global pool.
-type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+/// The subscription's own permit, one of the global pool, and the body's
+/// share of the body budget.
+type Permits = (
+    OwnedSemaphorePermit,
+    OwnedSemaphorePermit,
+    OwnedSemaphorePermit,
+);
 
 /// KiB of rendered request bodies in flight at most.
 pub(crate) const BODY_BUDGET_KIB: u32 = 64 * 1024;
@@ -130,9 +135,21 @@ impl Dispatcher {
         }
         let permits = lease
             .with_progress(self.config.dispatcher.ack_wait, async {
+                // Bodies in flight are bounded in bytes too (a fan-out of
+                // large events renders one per subscription); taken first,
+                // so a large event waiting for room holds no request slot.
+                let body = self
+                    .bodies
+                    .clone()
+                    .acquire_many_owned(body_kib(&event))
+                    .await;
                 let own = self.limits.acquire(&subscription.id, limit).await;
                 let global = self.global.clone().acquire_owned().await;
-                (own, global.expect("never closed"))
+                (
+                    own,
+                    global.expect("never closed"),
+                    body.expect("never closed"),
+                )
             })
             .await;
         self.attempt(task, event, subscription, lease, permits)
@@ -148,15 +165,6 @@ impl Dispatcher {
         lease: Lease,
         permits: Permits,
     ) {
-        // Bodies in flight are bounded in bytes too: a fan-out of large
-        // events renders one body per subscription.
-        let _body = lease
-            .with_progress(
-                self.config.dispatcher.ack_wait,
-                self.bodies.clone().acquire_many_owned(body_kib(&event)),
-            )
-            .await
-            .expect("never closed");
         let started_at = Utc::now();
         let timeout = subscription
             .timeout
@@ -232,8 +240,13 @@ impl Dispatcher {
         give_up: GiveUp,
         reason: String,
     ) {
+        // The event's own id is gone with it: name it by where it was.
         let event = Event {
-            id: format!("seq:{}", task.seq),
+            id: format!(
+                "{}#{}",
+                hookrelay_core::nats::source_stream(&self.config.names(), task.source),
+                task.seq
+            ),
             tenant: subscription.map_or_else(|| "_".to_owned(), |s| s.tenant.clone()),
             event_type: "_".into(),
             data: serde_json::value::RawValue::from_string("{}".into()).expect("valid JSON"),
@@ -278,9 +291,13 @@ impl Dispatcher {
                 record.reason
             );
             let entry = crate::dlq::DeadDelivery::new(task, &record);
+            // One per delivery chain (a Redeliver starts a new one) and
+            // attempt, the same when this task is redelivered.
             let msg_id = format!(
-                "{}:given-up",
-                hookrelay_core::delivery::dedup_id(&record.event_id, &record.subscription_id)
+                "{}:{}:{}:given-up",
+                hookrelay_core::delivery::dedup_id(&record.event_id, &record.subscription_id),
+                task.first_attempt_ms,
+                record.attempt
             );
             if let Err(error) = self.publish_dlq(&entry.to_json(), &reason, &msg_id).await {
                 self.transients.failed(COMPONENT, Dependency::Nats);

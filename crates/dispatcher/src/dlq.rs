@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use hookrelay_core::delivery::{AttemptRecord, DeliveryTask};
-use hookrelay_core::nats::{publish_acked, PublishError};
+use hookrelay_core::nats::{max_message_bytes, publish_acked, PublishError};
 use serde::Serialize;
 
 use crate::lease::Lease;
@@ -46,10 +46,7 @@ impl<'a> DeadDelivery<'a> {
 impl Dispatcher {
     /// The largest record NATS takes, with room for headers.
     fn max_record_bytes(&self) -> usize {
-        let max = self.js.client().server_info().max_payload;
-        // Not yet connected: the server default.
-        let max = if max == 0 { 1 << 20 } else { max };
-        max.saturating_sub(HEADROOM)
+        max_message_bytes(&self.js).saturating_sub(HEADROOM)
     }
 
     /// Stores `record` on ATTEMPTS, cut to fit the max payload if need be.

@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 use crate::lease::{Lease, Settled};
 use crate::Dispatcher;
 
-/// Handed-over tasks waiting per in-flight slot of their subscription.
+/// Handed-over tasks waiting per in-flight slot of their subscription
+/// (beyond those in flight).
 const WAITING_PER_SLOT: usize = 2;
 
 /// Request time beyond which a subscription's deliveries go through
@@ -48,19 +49,16 @@ impl Dispatcher {
         let limit = subscription
             .max_in_flight
             .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        if !self
+        let handed = self
             .limits
-            .has_room(&subscription.id, limit, WAITING_PER_SLOT)
-        {
-            return None;
-        }
+            .hand_over(&subscription.id, limit, WAITING_PER_SLOT)?;
         let slot = self.handoffs.clone().try_acquire_owned().ok()?;
         self.events.put(task.source, event.clone());
         let (settled, heard) = oneshot::channel();
         let dispatcher = self.clone();
         self.tracker.spawn(async move {
             dispatcher.run_task(task, Lease::Local(settled)).await;
-            drop(slot);
+            drop((handed, slot));
         });
         Some(heard)
     }

@@ -20,6 +20,8 @@ struct Limit {
     size: u32,
     semaphore: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
+    /// Tasks handed over in process and not finished yet.
+    handed: Arc<AtomicUsize>,
     /// Moving mean of request durations, in seconds.
     mean_secs: f64,
     /// When a request last finished (or the limit was made).
@@ -34,6 +36,7 @@ impl Limit {
             size,
             semaphore: Arc::new(Semaphore::new(size as usize)),
             waiting: Arc::default(),
+            handed: Arc::default(),
             mean_secs: 0.0,
             last_progress: Instant::now(),
             parked_until: None,
@@ -56,6 +59,15 @@ impl Limit {
     /// Seconds between two requests being let through.
     fn spacing_secs(&self, now: Instant) -> f64 {
         self.request_secs(now) / self.size.max(1) as f64
+    }
+}
+
+/// A task handed over in process; its subscription's count drops with it.
+pub struct Handed(Arc<AtomicUsize>);
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -94,11 +106,25 @@ impl InFlightLimits {
         permit
     }
 
-    /// Whether fewer than `per_slot` tasks per in-flight slot of
-    /// `subscription_id` (limit `size`) wait for a permit now.
-    pub fn has_room(&self, subscription_id: &str, size: u32, per_slot: usize) -> bool {
-        let (_, waiting) = self.semaphore(subscription_id, size);
-        waiting.load(Ordering::Relaxed) < size as usize * per_slot
+    /// A place for one more task of `subscription_id` (limit `size`) handed
+    /// over in process, if fewer than `1 + per_slot` per in-flight slot are
+    /// (in flight or waiting); held until the task is done. Counted when
+    /// taken, so one fetch of many events cannot overrun it.
+    pub fn hand_over(&self, subscription_id: &str, size: u32, per_slot: usize) -> Option<Handed> {
+        let handed = {
+            let mut map = self.limits.lock().expect("limits lock");
+            map.entry(subscription_id.to_owned())
+                .or_insert_with(|| Limit::new(size))
+                .handed
+                .clone()
+        };
+        let most = size as usize * (1 + per_slot);
+        handed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Handed(handed))
     }
 
     /// Tasks of `subscription_id` waiting for a permit now.
@@ -186,6 +212,19 @@ impl InFlightLimits {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn hand_overs_are_counted_when_taken_and_freed_when_done() {
+        let limits = InFlightLimits::default();
+        // Limit 2, one waiting per slot: four at most, in flight or waiting.
+        let held: Vec<Handed> = (0..4)
+            .map(|_| limits.hand_over("s", 2, 1).expect("room"))
+            .collect();
+        assert!(limits.hand_over("s", 2, 1).is_none());
+        assert!(limits.hand_over("other", 2, 1).is_some(), "per subscription");
+        drop(held);
+        assert!(limits.hand_over("s", 2, 1).is_some());
+    }
 
     #[tokio::test]
     async fn a_full_subscription_does_not_block_another() {

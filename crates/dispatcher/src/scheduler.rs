@@ -31,8 +31,9 @@ const IDLE: Duration = Duration::from_millis(50);
 impl Dispatcher {
     /// Moves due retries back into DELIVERIES until `shutdown`.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
-        // Longer than any request may take, so a claimed retry is never
-        // handed to another replica while this one may still act on it.
+        // Long enough to publish a round and release it, even on a loaded
+        // machine, so a claimed retry is never handed to another replica
+        // while this one may still publish it.
         let lease = MIN_LEASE.max(self.config.dispatcher.ack_wait);
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
         let mut pause_after_failure = Backoff::up_to(MAX_IDLE_AFTER_FAILURE);
@@ -42,6 +43,9 @@ impl Dispatcher {
         let mut unreleased: Vec<String> = Vec::new();
         // The round before this one, still awaiting its publish acks: the
         // next claim overlaps it, so draining is not one round trip at a time.
+        // (Its leases were taken moments ago, so that claim cannot take its
+        // entries back; what it failed to release is collected before any
+        // later claim.)
         let mut previous: Option<tokio::task::JoinHandle<Vec<String>>> = None;
         while !shutdown.is_cancelled() {
             let released = match unreleased.is_empty() {
@@ -78,6 +82,11 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
+                    // The last round's unreleased entries must be known
+                    // before the next claim, whenever Redis answers again.
+                    if let Some(round) = previous.take() {
+                        unreleased.extend(round.await.unwrap_or_default());
+                    }
                     if self.scheduler_ready.get() {
                         tracing::warn!(%error, "retry schedule unreachable");
                     }

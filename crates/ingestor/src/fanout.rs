@@ -14,8 +14,9 @@ use bytes::Bytes;
 use chrono::Utc;
 use hookrelay_core::delivery::{dedup_id, DeliveryTask, Source};
 use hookrelay_core::event::{Event, EventError};
+use hookrelay_core::failure::FailureKind;
 use hookrelay_core::failure::{backoff, Dependency};
-use hookrelay_core::nats::publish_acked;
+use hookrelay_core::nats::{max_message_bytes, publish_acked, publish_failure_kind};
 use hookrelay_core::subscription::Subscription;
 use hookrelay_dispatcher::{keep_alive, Settled};
 use tokio::sync::oneshot;
@@ -34,29 +35,50 @@ const REDIS_WAIT: Duration = Duration::from_secs(5);
 /// The name transient failures are counted under.
 const COMPONENT: &str = "ingestor";
 
-/// A first attempt handed to the dispatcher: what to publish if it does
-/// not settle in process.
-struct HandedOver {
+/// A delivery task to queue in DELIVERIES: its subject, dedup id and body.
+struct Queued {
     subject: String,
     msg_id: String,
     task: DeliveryTask,
+}
+
+impl Queued {
+    fn publish(&self) -> jetstream::message::PublishMessage {
+        jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(self.task.to_json()))
+            .message_id(&self.msg_id)
+    }
+}
+
+/// A first attempt handed to the dispatcher, and what to queue if it does
+/// not settle in process.
+struct HandedOver {
+    queued: Queued,
     settled: oneshot::Receiver<Settled>,
 }
 
 /// What became of one fetched event.
 #[derive(Default)]
 struct Fate {
-    /// Something of it was not stored: it comes back after a backoff.
+    /// Something of it was not stored (a DLQ entry, a change): it comes
+    /// back after a backoff.
     failed: bool,
     local: Vec<HandedOver>,
+    /// Tasks whose publish failed: tried again (with backoff, the event
+    /// kept alive) rather than redelivering the event, whose hand-overs
+    /// would then be sent again.
+    unsent: Vec<Queued>,
 }
+
+/// Tries of a task publish that failed before the event is given back.
+const PUBLISH_TRIES: i64 = 4;
 
 impl Ingestor {
     /// Fans out `messages`, then acks (or, after a failure, NAKs with a
     /// growing delay) each of them. A redelivered event publishes its tasks
     /// again under the same msg-ids, which JetStream's dedup drops.
     pub(crate) async fn process(&self, messages: Vec<Message>) {
-        let mut pending: Vec<(usize, PublishAckFuture)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut fates: Vec<Fate> = messages.iter().map(|_| Fate::default()).collect();
         for (i, message) in messages.iter().enumerate() {
             let (seq, received_at) = message
@@ -82,7 +104,7 @@ impl Ingestor {
                 Err(error) => {
                     let publish = self.dead_letter(message, seq, &error);
                     let subject = self.config.names().dlq_subject("events");
-                    self.queue(&mut pending, &mut fates, i, subject, publish)
+                    self.queue(&mut pending, &mut fates, i, subject, publish, None)
                         .await;
                     continue;
                 }
@@ -116,23 +138,28 @@ impl Ingestor {
             for subscription in direct {
                 let task = DeliveryTask::first(&subscription.id, Source::Event, seq, received_at);
                 let msg_id = dedup_id(&event.id, &subscription.id);
+                let queued = Queued {
+                    subject: subject.clone(),
+                    msg_id,
+                    task,
+                };
                 if let Some(settled) =
-                    handoff.and_then(|d| d.offer(task.clone(), &event, &subscription))
+                    handoff.and_then(|d| d.offer(queued.task.clone(), &event, &subscription))
                 {
                     self.metrics.handed_over.inc();
-                    fates[i].local.push(HandedOver {
-                        subject: subject.clone(),
-                        msg_id,
-                        task,
-                        settled,
-                    });
+                    fates[i].local.push(HandedOver { queued, settled });
                     continue;
                 }
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload(Bytes::from(task.to_json()))
-                    .message_id(msg_id);
-                self.queue(&mut pending, &mut fates, i, subject.clone(), publish)
-                    .await;
+                let publish = queued.publish();
+                self.queue(
+                    &mut pending,
+                    &mut fates,
+                    i,
+                    subject.clone(),
+                    publish,
+                    Some(queued),
+                )
+                .await;
             }
         }
         self.settle(&mut pending, &mut fates).await;
@@ -141,7 +168,7 @@ impl Ingestor {
             // What waits keeps only the acker: not the payload (up to the
             // max payload), of which the dispatcher holds its own copy.
             let (_, acker) = message.split();
-            if fate.local.is_empty() {
+            if fate.local.is_empty() && fate.unsent.is_empty() {
                 conclude(&acker, delivered, !fate.failed).await;
                 continue;
             }
@@ -149,7 +176,12 @@ impl Ingestor {
             let spilled = self.metrics.spilled.clone();
             let ack_wait = self.config.nats.ack_wait;
             self.waiting.spawn(async move {
-                let stored = spill_unsettled(&js, &acker, ack_wait, fate.local, &spilled).await;
+                let stored = keep_alive(
+                    &acker,
+                    ack_wait,
+                    queue_unsettled(&js, fate.local, fate.unsent, &spilled),
+                )
+                .await;
                 conclude(&acker, delivered, stored && !fate.failed).await;
             });
         }
@@ -211,7 +243,7 @@ impl Ingestor {
         let mut headers = HeaderMap::new();
         headers.insert(DLQ_REASON_HEADER, error.to_string().as_str());
         headers.insert(DLQ_SUBJECT_HEADER, message.subject.as_str());
-        let max = self.js.client().server_info().max_payload.max(1 << 20) - HEADROOM;
+        let max = max_message_bytes(&self.js).saturating_sub(HEADROOM);
         let mut payload = message.payload.clone();
         if payload.len() > max {
             headers.insert(DLQ_ORIGINAL_SIZE_HEADER, payload.len().to_string().as_str());
@@ -223,75 +255,107 @@ impl Ingestor {
             .message_id(format!("events:{seq}"))
     }
 
-    /// Sends one publish of event `i`, awaiting earlier acks first when
-    /// [`ACKS_IN_FLIGHT`] are outstanding.
+    /// Sends one publish of event `i` (`queued` when it is a task), awaiting
+    /// earlier acks first when [`ACKS_IN_FLIGHT`] are outstanding.
     async fn queue(
         &self,
-        pending: &mut Vec<(usize, PublishAckFuture)>,
+        pending: &mut Vec<Pending>,
         fates: &mut [Fate],
         i: usize,
         subject: String,
         publish: jetstream::message::PublishMessage,
+        queued: Option<Queued>,
     ) {
         if pending.len() >= ACKS_IN_FLIGHT {
             self.settle(pending, fates).await;
         }
         match self.js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => pending.push((i, ack)),
+            Ok(ack) => pending.push((i, queued, ack)),
             Err(error) => {
-                self.transients.failed(COMPONENT, Dependency::Nats);
-                tracing::warn!(%subject, %error, "cannot publish; the event will be tried again");
-                fates[i].failed = true;
+                self.unstored(&mut fates[i], queued, &error);
             }
         }
     }
 
-    /// Awaits every pending publish ack, marking the events whose publish failed.
-    async fn settle(&self, pending: &mut Vec<(usize, PublishAckFuture)>, fates: &mut [Fate]) {
-        for (i, ack) in pending.drain(..) {
+    /// Awaits every pending publish ack, noting what was not stored.
+    async fn settle(&self, pending: &mut Vec<Pending>, fates: &mut [Fate]) {
+        for (i, queued, ack) in pending.drain(..) {
             if let Err(error) = ack.await {
-                self.transients.failed(COMPONENT, Dependency::Nats);
-                tracing::warn!(%error, "publish not acknowledged; the event will be tried again");
-                fates[i].failed = true;
+                self.unstored(&mut fates[i], queued, &error);
             }
         }
     }
 }
 
-/// Waits for `local` deliveries to settle, keeping `message` ours meanwhile,
-/// and queues in DELIVERIES those that could not settle in process.
-/// Whether all of them are now settled or durably queued.
-async fn spill_unsettled(
-    js: &jetstream::Context,
-    message: &Acker,
-    ack_wait: Duration,
-    local: Vec<HandedOver>,
-    spilled: &prometheus::IntCounter,
-) -> bool {
-    let outcomes = keep_alive(
-        message,
-        ack_wait,
-        futures::future::join_all(local.into_iter().map(|handed| async move {
-            let settled = (&mut { handed.settled }).await;
-            (handed.subject, handed.msg_id, handed.task, settled)
-        })),
-    )
-    .await;
-    let mut stored = true;
-    for (subject, msg_id, task, settled) in outcomes {
-        if settled == Ok(Settled::Done) {
-            continue;
-        }
-        spilled.inc();
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(task.to_json()))
-            .message_id(msg_id);
-        if let Err(error) = publish_acked(js, subject, publish).await {
-            tracing::warn!(%error, "cannot queue an unsettled delivery; the event will be tried again");
-            stored = false;
+/// A publish of event `.0` (a task when `.1` is set) awaiting its ack.
+type Pending = (usize, Option<Queued>, PublishAckFuture);
+
+impl Ingestor {
+    /// A publish of an event was not stored: a task is tried again; a DLQ
+    /// entry by redelivering the event, unless it can never fit.
+    fn unstored(
+        &self,
+        fate: &mut Fate,
+        queued: Option<Queued>,
+        error: &jetstream::context::PublishError,
+    ) {
+        match (queued, publish_failure_kind(error)) {
+            (Some(queued), _) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(%error, "a delivery task was not stored; trying again");
+                fate.unsent.push(queued);
+            }
+            (None, FailureKind::Permanent) => {
+                tracing::error!(%error, "DLQ entry can never be stored; the event is dropped");
+            }
+            (None, FailureKind::Transient) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(%error, "DLQ entry not stored; the event will be tried again");
+                fate.failed = true;
+            }
         }
     }
-    stored
+}
+
+/// Waits for `local` deliveries to settle and queues in DELIVERIES those
+/// that could not settle in process, and the `unsent` tasks, trying each
+/// publish up to [`PUBLISH_TRIES`] times with backoff. Whether all of them
+/// are now settled or durably queued.
+async fn queue_unsettled(
+    js: &jetstream::Context,
+    local: Vec<HandedOver>,
+    mut unsent: Vec<Queued>,
+    spilled: &prometheus::IntCounter,
+) -> bool {
+    let outcomes = futures::future::join_all(local.into_iter().map(|handed| async move {
+        let settled = handed.settled.await;
+        (handed.queued, settled)
+    }))
+    .await;
+    for (queued, settled) in outcomes {
+        if settled != Ok(Settled::Done) {
+            spilled.inc();
+            unsent.push(queued);
+        }
+    }
+    for queued in unsent {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match publish_acked(js, queued.subject.clone(), queued.publish()).await {
+                Ok(_) => break,
+                Err(error) if tries < PUBLISH_TRIES => {
+                    tracing::warn!(%error, "cannot queue a delivery; trying again");
+                    tokio::time::sleep(backoff(tries)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot queue a delivery; the event will be tried again");
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Acks the message behind `acker`, or NAKs it to come back after a delay
