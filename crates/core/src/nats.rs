@@ -365,7 +365,7 @@ pub struct ConsumerSpec {
 }
 
 /// [`ConsumerSpec::max_bytes`] of consumers whose messages can be large.
-pub const PULL_MAX_BYTES: usize = 16 << 20;
+pub const PULL_MAX_BYTES: usize = 8 << 20;
 
 /// Creates the streams and the consumer if missing, then opens its message
 /// stream (batched pulls with heartbeats, so a dead server is noticed).

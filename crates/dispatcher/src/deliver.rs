@@ -38,7 +38,7 @@ type Permits = (
 );
 
 /// KiB of rendered request bodies in flight at most.
-pub(crate) const BODY_BUDGET_KIB: u32 = 64 * 1024;
+pub(crate) const BODY_BUDGET_KIB: u32 = 32 * 1024;
 
 /// About how many KiB `event`'s request body takes (its data and an
 /// envelope), as permits of the body budget.

@@ -18,7 +18,7 @@ use tokio::sync::RwLock;
 /// estimate): a fan-out needs its event for moments, but the tasks in
 /// flight (up to twice the global concurrency) may span a dozen large
 /// events, and a miss would read (and hold) another copy.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 /// Events the cache is sized for.
 const CACHE_ITEMS: usize = 1024;
 /// How long a cached event is used: long enough for the deliveries of one

@@ -221,7 +221,10 @@ mod tests {
             .map(|_| limits.hand_over("s", 2, 1).expect("room"))
             .collect();
         assert!(limits.hand_over("s", 2, 1).is_none());
-        assert!(limits.hand_over("other", 2, 1).is_some(), "per subscription");
+        assert!(
+            limits.hand_over("other", 2, 1).is_some(),
+            "per subscription"
+        );
         drop(held);
         assert!(limits.hand_over("s", 2, 1).is_some());
     }
