@@ -221,6 +221,23 @@ pub fn publish_failure_kind(error: &jetstream::context::PublishError) -> Failure
     }
 }
 
+/// The acker of `message`, with a reply subject of its own, and how often
+/// the message was delivered. The payload and subject of a received message
+/// are slices of the connection's read buffer and keep all of it alive: a
+/// task that waits holding a small message can pin megabytes that arrived
+/// with it. Keeping only this lets them go.
+pub fn detach(
+    message: jetstream::Message,
+    js: &jetstream::Context,
+) -> (jetstream::message::Acker, i64) {
+    let delivered = message.info().map_or(1, |info| info.delivered);
+    let reply = message
+        .reply
+        .as_ref()
+        .map(|reply| async_nats::Subject::from(reply.as_str().to_owned()));
+    (jetstream::message::Acker::new(js.clone(), reply), delivered)
+}
+
 /// The largest message (payload and headers) the connected server takes:
 /// its `max_payload`, or the server default of 1 MiB before the first
 /// connection says otherwise.

@@ -37,8 +37,12 @@ type Permits = (
     OwnedSemaphorePermit,
 );
 
+/// Events from this size (KiB) up are read again once a task has its
+/// permits rather than held while it waits.
+const LARGE_KIB: u32 = 64;
+
 /// KiB of rendered request bodies in flight at most.
-pub(crate) const BODY_BUDGET_KIB: u32 = 32 * 1024;
+pub(crate) const BODY_BUDGET_KIB: u32 = 16 * 1024;
 
 /// About how many KiB `event`'s request body takes (its data and an
 /// envelope), as permits of the body budget.
@@ -58,7 +62,10 @@ impl Dispatcher {
     /// Delivers a task read from DELIVERIES.
     pub(crate) async fn deliver(self: Arc<Self>, message: Message) {
         match DeliveryTask::parse(&message.payload) {
-            Ok(task) => self.run_task(task, Lease::Stream(message)).await,
+            Ok(task) => {
+                let lease = Lease::of(message, &self.js);
+                self.run_task(task, lease).await
+            }
             Err(error) => {
                 self.dead_letter(message, &format!("unreadable delivery task: {error}"))
                     .await
@@ -76,41 +83,8 @@ impl Dispatcher {
                 return lease.retry().await;
             }
         };
-        let event = match self.events.get(task.source, task.seq).await {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                let reason = format!(
-                    "event {} of {} is no longer retained (past the stream's max age)",
-                    task.seq,
-                    hookrelay_core::nats::source_stream(&self.config.names(), task.source)
-                );
-                return self
-                    .end_without_event(
-                        task,
-                        subscription.as_deref(),
-                        lease,
-                        GiveUp::Expired,
-                        reason,
-                    )
-                    .await;
-            }
-            Err(error) if error.kind() == FailureKind::Permanent => {
-                let reason = error.to_string();
-                return self
-                    .end_without_event(
-                        task,
-                        subscription.as_deref(),
-                        lease,
-                        GiveUp::Invalid,
-                        reason,
-                    )
-                    .await;
-            }
-            Err(error) => {
-                self.transients.failed(COMPONENT, Dependency::Nats);
-                tracing::warn!(seq = task.seq, %error, "cannot read the event of a task; retrying the task");
-                return lease.retry().await;
-            }
+        let Some((event, lease)) = self.event(&task, subscription.as_deref(), lease).await else {
+            return;
         };
         let Some(subscription) = subscription else {
             self.limits.forget(&task.subscription_id);
@@ -133,16 +107,16 @@ impl Dispatcher {
         ) {
             return self.park(lease, &task).await;
         }
+        let kib = body_kib(&event);
+        // A large event is not held while waiting for permits: tasks of a
+        // wide fan-out would each keep a copy once the cache let go of it.
+        let held = (kib < LARGE_KIB).then_some(event);
         let permits = lease
             .with_progress(self.config.dispatcher.ack_wait, async {
                 // Bodies in flight are bounded in bytes too (a fan-out of
                 // large events renders one per subscription); taken first,
                 // so a large event waiting for room holds no request slot.
-                let body = self
-                    .bodies
-                    .clone()
-                    .acquire_many_owned(body_kib(&event))
-                    .await;
+                let body = self.bodies.clone().acquire_many_owned(kib).await;
                 let own = self.limits.acquire(&subscription.id, limit).await;
                 let global = self.global.clone().acquire_owned().await;
                 (
@@ -152,8 +126,49 @@ impl Dispatcher {
                 )
             })
             .await;
+        let (event, lease) = match held {
+            Some(event) => (event, lease),
+            None => match self.event(&task, Some(&subscription), lease).await {
+                Some(read) => read,
+                None => return,
+            },
+        };
         self.attempt(task, event, subscription, lease, permits)
             .await
+    }
+
+    /// The task's event, or `None` once the task is settled without it:
+    /// ended for good when the event expired or cannot be read, tried again
+    /// later when NATS did not answer.
+    async fn event(
+        &self,
+        task: &DeliveryTask,
+        subscription: Option<&Subscription>,
+        lease: Lease,
+    ) -> Option<(Arc<Event>, Lease)> {
+        let (give_up, reason) = match self.events.get(task.source, task.seq).await {
+            Ok(Some(event)) => return Some((event, lease)),
+            Ok(None) => (
+                GiveUp::Expired,
+                format!(
+                    "event {} of {} is no longer retained (past the stream's max age)",
+                    task.seq,
+                    hookrelay_core::nats::source_stream(&self.config.names(), task.source)
+                ),
+            ),
+            Err(error) if error.kind() == FailureKind::Permanent => {
+                (GiveUp::Invalid, error.to_string())
+            }
+            Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Nats);
+                tracing::warn!(seq = task.seq, %error, "cannot read the event of a task; retrying the task");
+                lease.retry().await;
+                return None;
+            }
+        };
+        self.end_without_event(task.clone(), subscription, lease, give_up, reason)
+            .await;
+        None
     }
 
     /// Sends the request and settles the task by its outcome.

@@ -94,7 +94,7 @@ impl Dispatcher {
                 &format!("deliveries:{seq}"),
             )
             .await;
-        let lease = Lease::Stream(message);
+        let lease = Lease::of(message, &self.js);
         match stored {
             Ok(()) => lease.done().await,
             Err(error) => {

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::message::Acker;
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::{self, AckKind, Message};
 use hookrelay_core::failure::backoff;
+use hookrelay_core::nats::detach;
 use tokio::sync::oneshot;
 
 /// How an in-process delivery ended, as its ingestor hears it.
@@ -22,22 +23,30 @@ pub enum Settled {
     Spill,
 }
 
-/// The holder of one task. (A message is large, but a lease lives once per
-/// delivery and is moved a few times: boxing it would cost an allocation.)
+/// The holder of one task. (An acker carries a JetStream context, but a
+/// lease lives once per delivery and moves a few times: boxing it would
+/// cost an allocation.)
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Lease {
-    /// A message of DELIVERIES.
-    Stream(Message),
+    /// A message of DELIVERIES, by its acker only (see
+    /// [`hookrelay_core::nats::detach`]), delivered this many times.
+    Stream { acker: Acker, delivered: i64 },
     /// Handed over in process by the ingestor.
     Local(oneshot::Sender<Settled>),
 }
 
 impl Lease {
+    /// The lease of a DELIVERIES message, which can then be dropped.
+    pub(crate) fn of(message: Message, js: &jetstream::Context) -> Self {
+        let (acker, delivered) = detach(message, js);
+        Lease::Stream { acker, delivered }
+    }
+
     /// The task is settled: ack it.
     pub(crate) async fn done(self) {
         match self {
-            Lease::Stream(message) => {
-                if let Err(error) = message.ack().await {
+            Lease::Stream { acker, .. } => {
+                if let Err(error) = acker.ack().await {
                     tracing::warn!(%error, "delivery task ack failed; it will be redelivered");
                 }
             }
@@ -51,26 +60,14 @@ impl Lease {
     /// interval (the delay doubles with each delivery, up to a minute).
     pub(crate) async fn retry(self) {
         match self {
-            Lease::Stream(message) => {
-                let delivered = message.info().map_or(1, |info| info.delivered);
-                if let Err(error) = message
-                    .ack_with(AckKind::Nak(Some(backoff(delivered))))
-                    .await
-                {
+            Lease::Stream { acker, delivered } => {
+                if let Err(error) = acker.ack_with(AckKind::Nak(Some(backoff(delivered)))).await {
                     tracing::warn!(%error, "delivery task nak failed");
                 }
             }
             Lease::Local(settled) => {
                 let _ = settled.send(Settled::Spill);
             }
-        }
-    }
-
-    /// The message of DELIVERIES behind this lease, if any.
-    pub(crate) fn message(&self) -> Option<&Message> {
-        match self {
-            Lease::Stream(message) => Some(message),
-            Lease::Local(_) => None,
         }
     }
 
@@ -83,23 +80,17 @@ impl Lease {
         ack_wait: Duration,
         work: impl Future<Output = T>,
     ) -> T {
-        let Some(message) = self.message() else {
-            return work.await;
-        };
-        keep_alive(message, ack_wait, work).await
+        match self {
+            Lease::Stream { acker, .. } => keep_alive(acker, ack_wait, work).await,
+            Lease::Local(_) => work.await,
+        }
     }
 }
 
-/// Something that tells JetStream a message is still being worked on: the
-/// message itself, or the acker split from it (which keeps no payload).
+/// Something that tells JetStream a message is still being worked on (an
+/// acker: it keeps no payload).
 pub trait Progress {
     fn progress(&self) -> impl Future<Output = ()> + Send;
-}
-
-impl Progress for Message {
-    async fn progress(&self) {
-        let _ = self.ack_with(AckKind::Progress).await;
-    }
 }
 
 impl Progress for Acker {

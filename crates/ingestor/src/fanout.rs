@@ -16,7 +16,7 @@ use hookrelay_core::delivery::{dedup_id, DeliveryTask, Source};
 use hookrelay_core::event::{Event, EventError};
 use hookrelay_core::failure::FailureKind;
 use hookrelay_core::failure::{backoff, Dependency};
-use hookrelay_core::nats::{max_message_bytes, publish_acked, publish_failure_kind};
+use hookrelay_core::nats::{detach, max_message_bytes, publish_acked, publish_failure_kind};
 use hookrelay_core::subscription::Subscription;
 use hookrelay_dispatcher::{keep_alive, Settled};
 use tokio::sync::oneshot;
@@ -164,10 +164,9 @@ impl Ingestor {
         }
         self.settle(&mut pending, &mut fates).await;
         for (message, fate) in messages.into_iter().zip(fates) {
-            let delivered = message.info().map_or(1, |info| info.delivered);
             // What waits keeps only the acker: not the payload (up to the
             // max payload), of which the dispatcher holds its own copy.
-            let (_, acker) = message.split();
+            let (acker, delivered) = detach(message, &self.js);
             if fate.local.is_empty() && fate.unsent.is_empty() {
                 conclude(&acker, delivered, !fate.failed).await;
                 continue;
