@@ -22,15 +22,17 @@ pub enum FailureKind {
 }
 
 /// Redelivery delay after the `delivered`-th failed try of a message: 1 s,
-/// doubling with each delivery, at most a minute. Never a fixed interval:
-/// a dependency that stays down is asked less and less often.
+/// doubling with each delivery, at most [`MAX_BACKOFF`]. Never a fixed
+/// interval: a dependency that stays down is asked less and less often; and
+/// capped low enough that work resumes soon after it is back (a message
+/// that failed through a NATS restart once waited up to a minute).
 pub fn backoff(delivered: i64) -> Duration {
     let doublings = delivered.saturating_sub(1).clamp(0, 6) as u32;
     Duration::from_secs(1 << doublings).min(MAX_BACKOFF)
 }
 
 /// The longest redelivery delay of [`backoff`].
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Pauses between tries of a loop whose step keeps failing (a consumer
 /// restarting, a dependency polled): [`backoff`], at most `max`, back to
@@ -150,9 +152,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_a_minute() {
+    fn backoff_doubles_up_to_ten_seconds() {
         let delays: Vec<u64> = (0..10).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(delays, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(delays, [1, 1, 2, 4, 8, 10, 10, 10, 10, 10]);
     }
 
     #[test]

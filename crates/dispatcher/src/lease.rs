@@ -57,7 +57,7 @@ impl Lease {
     }
 
     /// A transient failure: try the task again later, never at a fixed
-    /// interval (the delay doubles with each delivery, up to a minute).
+    /// interval (the delay doubles with each delivery, up to 10 s).
     pub(crate) async fn retry(self) {
         match self {
             Lease::Stream { acker, delivered } => {

@@ -168,8 +168,17 @@ impl Dispatcher {
             mut done,
             mut again,
         } = sent;
-        for (member, ack) in pending {
-            match ack.await {
+        // Awaited together: each ack's timeout starts when it is first
+        // polled, so awaiting them one by one after NATS lost the replies
+        // (a restart) took 5 s per entry, minutes for a round.
+        let acked = futures::future::join_all(
+            pending
+                .into_iter()
+                .map(|(member, ack)| async move { (member, ack.await) }),
+        )
+        .await;
+        for (member, acked) in acked {
+            match acked {
                 Ok(_) => done.push(member),
                 Err(error) => {
                     // Perhaps stored anyway: a second publish is dropped by dedup.

@@ -278,8 +278,17 @@ impl Ingestor {
 
     /// Awaits every pending publish ack, noting what was not stored.
     async fn settle(&self, pending: &mut Vec<Pending>, fates: &mut [Fate]) {
-        for (i, queued, ack) in pending.drain(..) {
-            if let Err(error) = ack.await {
+        // Awaited together: each ack's timeout starts when it is first
+        // polled, so one by one, after NATS lost the replies, would take the
+        // timeout once per publish.
+        let acked = futures::future::join_all(
+            pending
+                .drain(..)
+                .map(|(i, queued, ack)| async move { (i, queued, ack.await) }),
+        )
+        .await;
+        for (i, queued, acked) in acked {
+            if let Err(error) = acked {
                 self.unstored(&mut fates[i], queued, &error);
             }
         }
