@@ -31,6 +31,29 @@ fn fail_first_attempt(receiver: &Receiver) {
     });
 }
 
+/// Tenant acme's `training.*` changes to `url`, batched (seed 001's body)
+/// over `window_secs`, at most `max_size` a batch.
+fn training_batches(url: String, window_secs: i64, max_size: u32) -> pb::Subscription {
+    pb::Subscription {
+        tenant: "acme".into(),
+        url,
+        event_types: vec!["training.*".into()],
+        request: Some(pb::RequestSpec {
+            envelope: pb::Envelope::ChangesBatch as i32,
+            ..Default::default()
+        }),
+        batch: Some(pb::BatchSpec {
+            window: Some(prost_types::Duration {
+                seconds: window_secs,
+                nanos: 0,
+            }),
+            max_size,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn flaky_subscription(url: String) -> pb::Subscription {
     pb::Subscription {
         tenant: "acme".into(),
@@ -349,26 +372,9 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
     let mut first = role_process(&env, "ingestor");
     let hr = Harness::start_roles(env, &[Role::Subscriptions, Role::Dispatcher, Role::Logs]).await;
     let receiver = Receiver::start().await;
-    let sub = pb::Subscription {
-        tenant: "acme".into(),
-        url: receiver.url("/feed"),
-        event_types: vec!["training.*".into()],
-        request: Some(pb::RequestSpec {
-            envelope: pb::Envelope::ChangesBatch as i32,
-            ..Default::default()
-        }),
-        // Long enough that the kill surely falls inside it on a loaded
-        // machine; the test then closes it early (below) so it stays fast.
-        batch: Some(pb::BatchSpec {
-            window: Some(prost_types::Duration {
-                seconds: 120,
-                nanos: 0,
-            }),
-            max_size: 1000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // A window long enough that the kill surely falls inside it on a loaded
+    // machine; the test then closes it early (below) so it stays fast.
+    let sub = training_batches(receiver.url("/feed"), 120, 1000);
     let (sub, _) = hr.create(sub).await;
     const CHANGES: u64 = 30;
     for id in 0..CHANGES {
@@ -472,25 +478,8 @@ async fn redis_down_holds_an_event_with_a_batched_match_and_publishes_nothing_tw
         ..Default::default()
     })
     .await;
-    hr.create(pb::Subscription {
-        tenant: "acme".into(),
-        url: receiver.url("/batch"),
-        event_types: vec!["training.*".into()],
-        request: Some(pb::RequestSpec {
-            envelope: pb::Envelope::ChangesBatch as i32,
-            ..Default::default()
-        }),
-        batch: Some(pb::BatchSpec {
-            window: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            max_size: 100,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await;
+    hr.create(training_batches(receiver.url("/batch"), 1, 100))
+        .await;
     redis.kill().await;
     hr.publish("acme", "training.update", br#"{"entity_id":5,"data":{}}"#)
         .await;

@@ -137,15 +137,7 @@ async fn an_event_over_the_ingest_limit_goes_to_the_dlq_cut_to_fit() {
     hr.publish("acme", "file.uploaded", &event_of(size)).await;
     hr.publish("acme", "file.uploaded", br#"{"data":{}}"#).await;
     receiver.wait_for(1, WAIT).await;
-    let dlq = hr
-        .js
-        .get_stream(hr.env.config.names().dlq_stream())
-        .await
-        .unwrap();
-    let entry = eventually("the DLQ entry", WAIT, || async {
-        dlq.get_raw_message(1).await.ok()
-    })
-    .await;
+    let entry = crate::first_dlq_entry(&hr).await;
     let header = |name: &str| entry.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(
         header("Hookrelay-Dlq-Reason").unwrap(),
@@ -256,15 +248,7 @@ async fn a_retry_of_an_expired_event_leaves_a_final_record_and_a_dlq_entry() {
         1,
         "nothing sent without the event"
     );
-    let dlq = hr
-        .js
-        .get_stream(hr.env.config.names().dlq_stream())
-        .await
-        .unwrap();
-    let entry = eventually("the DLQ entry", WAIT, || async {
-        dlq.get_raw_message(1).await.ok()
-    })
-    .await;
+    let entry = crate::first_dlq_entry(&hr).await;
     let reason = entry.headers.get("Hookrelay-Dlq-Reason").unwrap().as_str();
     assert!(
         reason.starts_with("gave up (expired) after attempt 2: event"),

@@ -28,3 +28,20 @@ pub fn subscription(tenant: &str, url: &str, patterns: &[&str]) -> pb::Subscript
         ..Default::default()
     }
 }
+
+/// The first message of the installation's DLQ stream, once there is one.
+pub async fn first_dlq_entry(
+    hr: &hookrelay_tests::Harness,
+) -> async_nats::jetstream::message::StreamMessage {
+    let dlq = hr
+        .js
+        .get_stream(hr.env.config.names().dlq_stream())
+        .await
+        .unwrap();
+    hookrelay_tests::support::eventually(
+        "the DLQ entry",
+        std::time::Duration::from_secs(30),
+        || async { dlq.get_raw_message(1).await.ok() },
+    )
+    .await
+}

@@ -117,15 +117,7 @@ async fn an_exhausted_delivery_leaves_a_final_record_and_a_dlq_entry() {
     assert!(attempts[0].next_attempt_at.is_none());
     assert_eq!(attempts[1].give_up_reason, "");
 
-    let dlq = hr
-        .js
-        .get_stream(hr.env.config.names().dlq_stream())
-        .await
-        .unwrap();
-    let entry = eventually("the DLQ entry", WAIT, || async {
-        dlq.get_raw_message(1).await.ok()
-    })
-    .await;
+    let entry = crate::first_dlq_entry(&hr).await;
     let reason = entry
         .headers
         .get("Hookrelay-Dlq-Reason")
