@@ -236,6 +236,11 @@ impl Dispatcher {
                     tracing::warn!(subscription = %subscription.id, %error, "cannot schedule the retry; the task will be tried again");
                     let mut record =
                         self.record(&task, &event, request, &result, started_at, After::Done);
+                    // Not final: say so, or it reads as a failure given up.
+                    record.reason = format!(
+                        "{}; the retry could not be scheduled (Redis: {error}), this attempt will be made again",
+                        record.reason
+                    );
                     self.publish_record(&mut record).await.ok();
                     return lease.retry().await;
                 }
