@@ -4,6 +4,7 @@
 //! `/readyz` until the dependency answers again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +84,9 @@ pub struct Transients {
     counter: IntCounterVec,
     health: Health,
     flags: Arc<Mutex<HashMap<(&'static str, Dependency), Flag>>>,
+    /// Pairs failing now: while none is, a success costs one atomic load
+    /// (it is reported once per delivery), not the lock.
+    failing: Arc<AtomicUsize>,
 }
 
 impl Transients {
@@ -100,29 +104,8 @@ impl Transients {
             counter,
             health: health.clone(),
             flags: Arc::default(),
+            failing: Arc::default(),
         })
-    }
-
-    /// For tests and tools that have no registry: counts into a private one.
-    pub fn detached() -> Self {
-        Self::register(&Registry::new(), &Health::default()).expect("a fresh registry")
-    }
-
-    fn flag(&self, component: &'static str, dependency: Dependency) -> Flag {
-        let mut flags = self.flags.lock().expect("transient flags lock");
-        flags
-            .entry((component, dependency))
-            .or_insert_with(|| {
-                let flag = Flag::default();
-                flag.set(true);
-                let read = flag.clone();
-                self.health.check(
-                    format!("{} ({component})", dependency.as_str()),
-                    move || read.get(),
-                );
-                flag
-            })
-            .clone()
     }
 
     /// `component` could not reach `dependency`.
@@ -130,19 +113,34 @@ impl Transients {
         self.counter
             .with_label_values(&[component, dependency.as_str()])
             .inc();
-        self.flag(component, dependency).set(false);
+        let mut flags = self.flags.lock().expect("transient flags lock");
+        let flag = flags.entry((component, dependency)).or_insert_with(|| {
+            let flag = Flag::default();
+            flag.set(true);
+            let read = flag.clone();
+            self.health.check(
+                format!("{} ({component})", dependency.as_str()),
+                move || read.get(),
+            );
+            flag
+        });
+        if flag.get() {
+            flag.set(false);
+            self.failing.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// `component` reached `dependency` again.
     pub fn recovered(&self, component: &'static str, dependency: Dependency) {
-        let known = self
-            .flags
-            .lock()
-            .expect("transient flags lock")
-            .get(&(component, dependency))
-            .cloned();
-        if let Some(flag) = known {
-            flag.set(true);
+        if self.failing.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let flags = self.flags.lock().expect("transient flags lock");
+        if let Some(flag) = flags.get(&(component, dependency)) {
+            if !flag.get() {
+                flag.set(true);
+                self.failing.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -226,16 +226,16 @@ pub fn publish_failure_kind(error: &jetstream::context::PublishError) -> Failure
 /// are slices of the connection's read buffer and keep all of it alive: a
 /// task that waits holding a small message can pin megabytes that arrived
 /// with it. Keeping only this lets them go.
-pub fn detach(
-    message: jetstream::Message,
-    js: &jetstream::Context,
-) -> (jetstream::message::Acker, i64) {
+pub fn detach(message: jetstream::Message) -> (jetstream::message::Acker, i64) {
     let delivered = message.info().map_or(1, |info| info.delivered);
     let reply = message
         .reply
         .as_ref()
         .map(|reply| async_nats::Subject::from(reply.as_str().to_owned()));
-    (jetstream::message::Acker::new(js.clone(), reply), delivered)
+    (
+        jetstream::message::Acker::new(message.context, reply),
+        delivered,
+    )
 }
 
 /// The largest message (payload and headers) the connected server takes:
@@ -282,16 +282,25 @@ pub async fn load_event(
     seq: u64,
 ) -> Result<Option<crate::event::Event>, ReadError> {
     let names = config.names();
-    let stream_name = source_stream(&names, source);
-    let stream = js
-        .get_stream(&stream_name)
+    let stream = open_source(js, &names, source, seq).await?;
+    read_event(&stream, &names, source, seq).await
+}
+
+/// The stream `source` points into, opened to read `seq` from it.
+pub async fn open_source(
+    js: &jetstream::Context,
+    names: &crate::Names,
+    source: crate::delivery::Source,
+    seq: u64,
+) -> Result<jetstream::stream::Stream, ReadError> {
+    let name = source_stream(names, source);
+    js.get_stream(&name)
         .await
         .map_err(|e| ReadError::Unavailable {
-            stream: stream_name.clone(),
+            stream: name,
             seq,
             message: e.to_string(),
-        })?;
-    read_event(&stream, &names, source, seq).await
+        })
 }
 
 /// [`load_event`] from an open stream (EVENTS or BATCHES, as `source` says).

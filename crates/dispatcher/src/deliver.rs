@@ -63,7 +63,7 @@ impl Dispatcher {
     pub(crate) async fn deliver(self: Arc<Self>, message: Message) {
         match DeliveryTask::parse(&message.payload) {
             Ok(task) => {
-                let lease = Lease::of(message, &self.js);
+                let lease = Lease::of(message);
                 self.run_task(task, lease).await
             }
             Err(error) => {

@@ -45,8 +45,11 @@ impl<'a> DeadDelivery<'a> {
 
 impl Dispatcher {
     /// The largest record NATS takes, with room for headers.
+    /// (Read once: the server's info is cloned whole on every look.)
     fn max_record_bytes(&self) -> usize {
-        max_message_bytes(&self.js).saturating_sub(HEADROOM)
+        *self
+            .max_record
+            .get_or_init(|| max_message_bytes(&self.js).saturating_sub(HEADROOM))
     }
 
     /// Stores `record` on ATTEMPTS, cut to fit the max payload if need be.
@@ -94,7 +97,7 @@ impl Dispatcher {
                 &format!("deliveries:{seq}"),
             )
             .await;
-        let lease = Lease::of(message, &self.js);
+        let lease = Lease::of(message);
         match stored {
             Ok(()) => lease.done().await,
             Err(error) => {

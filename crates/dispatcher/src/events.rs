@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream::Stream};
 use hookrelay_core::delivery::Source;
 use hookrelay_core::event::Event;
-use hookrelay_core::nats::{read_event, source_stream, ReadError};
+use hookrelay_core::nats::{open_source, read_event, ReadError};
 use hookrelay_core::Names;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
@@ -119,16 +119,7 @@ impl EventReader {
         if let Some(stream) = &self.streams.read().await[slot(source)] {
             return Ok(stream.clone());
         }
-        let name = source_stream(&self.names, source);
-        let stream = self
-            .js
-            .get_stream(&name)
-            .await
-            .map_err(|e| ReadError::Unavailable {
-                stream: name.clone(),
-                seq,
-                message: e.to_string(),
-            })?;
+        let stream = open_source(&self.js, &self.names, source, seq).await?;
         self.streams.write().await[slot(source)] = Some(stream.clone());
         Ok(stream)
     }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::message::Acker;
-use async_nats::jetstream::{self, AckKind, Message};
+use async_nats::jetstream::{AckKind, Message};
 use hookrelay_core::failure::backoff;
 use hookrelay_core::nats::detach;
 use tokio::sync::oneshot;
@@ -37,8 +37,8 @@ pub(crate) enum Lease {
 
 impl Lease {
     /// The lease of a DELIVERIES message, which can then be dropped.
-    pub(crate) fn of(message: Message, js: &jetstream::Context) -> Self {
-        let (acker, delivered) = detach(message, js);
+    pub(crate) fn of(message: Message) -> Self {
+        let (acker, delivered) = detach(message);
         Lease::Stream { acker, delivered }
     }
 

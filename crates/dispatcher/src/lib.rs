@@ -60,6 +60,8 @@ pub struct Dispatcher {
     handoffs: Arc<Semaphore>,
     /// KiB of request bodies being rendered or sent.
     bodies: Arc<Semaphore>,
+    /// The largest attempt record the server takes (see `dlq.rs`).
+    max_record: std::sync::OnceLock<usize>,
     events: events::EventReader,
     transients: Transients,
     /// Deliveries in progress, from DELIVERIES and handed over in process.
@@ -100,6 +102,7 @@ impl Dispatcher {
             shapers: request::Shapers::default(),
             handoffs,
             bodies: Arc::new(Semaphore::new(deliver::BODY_BUDGET_KIB as usize)),
+            max_record: std::sync::OnceLock::new(),
             global,
             events,
             js: parts.js,

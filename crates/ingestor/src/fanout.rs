@@ -78,6 +78,7 @@ impl Ingestor {
     /// growing delay) each of them. A redelivered event publishes its tasks
     /// again under the same msg-ids, which JetStream's dedup drops.
     pub(crate) async fn process(&self, messages: Vec<Message>) {
+        let names = self.config.names();
         let mut pending: Vec<Pending> = Vec::new();
         let mut fates: Vec<Fate> = messages.iter().map(|_| Fate::default()).collect();
         for (i, message) in messages.iter().enumerate() {
@@ -91,7 +92,7 @@ impl Ingestor {
                 .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|v| v.as_str());
             let parsed = Event::from_stored(
-                &self.config.names(),
+                &names,
                 &message.subject,
                 msg_id,
                 &message.payload,
@@ -103,7 +104,7 @@ impl Ingestor {
                 Ok(event) => event,
                 Err(error) => {
                     let publish = self.dead_letter(message, seq, &error);
-                    let subject = self.config.names().dlq_subject("events");
+                    let subject = names.dlq_subject("events");
                     self.queue(&mut pending, &mut fates, i, subject, publish, None)
                         .await;
                     continue;
@@ -129,11 +130,11 @@ impl Ingestor {
                 .tasks
                 .with_label_values(&[&event.tenant, &event.event_type])
                 .inc_by(direct.len() as u64);
-            let subject = self.config.names().delivery_subject(&event.tenant);
-            let handoff = self.dispatcher.as_ref().filter(|_| {
-                self.config.ingestor.handoff
-                    && direct.len() <= self.config.ingestor.handoff_max_fanout
-            });
+            let subject = names.delivery_subject(&event.tenant);
+            let handoff = self
+                .dispatcher
+                .as_ref()
+                .filter(|_| direct.len() <= self.config.ingestor.handoff_max_fanout);
             let event = Arc::new(event);
             for subscription in direct {
                 let task = DeliveryTask::first(&subscription.id, Source::Event, seq, received_at);
@@ -164,13 +165,14 @@ impl Ingestor {
         }
         self.settle(&mut pending, &mut fates).await;
         for (message, fate) in messages.into_iter().zip(fates) {
-            // What waits keeps only the acker: not the payload (up to the
-            // max payload), of which the dispatcher holds its own copy.
-            let (acker, delivered) = detach(message, &self.js);
             if fate.local.is_empty() && fate.unsent.is_empty() {
-                conclude(&acker, delivered, !fate.failed).await;
+                let delivered = message.info().map_or(1, |info| info.delivered);
+                conclude(&message.split().1, delivered, !fate.failed).await;
                 continue;
             }
+            // What waits keeps only the acker: not the payload (up to the
+            // max payload), of which the dispatcher holds its own copy.
+            let (acker, delivered) = detach(message);
             let js = self.js.clone();
             let spilled = self.metrics.spilled.clone();
             let ack_wait = self.config.nats.ack_wait;

@@ -165,35 +165,24 @@ async fn a_redelivered_first_attempt_continues_one_retry_chain() {
     let mut sub = subscription("acme", &receiver.url("/down"), &["*"]);
     sub.retry_policy = schedule(&[3_600_000]);
     let (sub, _) = hr.create(sub).await;
-    hr.publish("acme", "user.created", br#"{"data":{}}"#).await;
+    let seq = hr.publish("acme", "user.created", br#"{"data":{}}"#).await;
     wait_attempts(&hr, &sub.id, 1).await;
-    // The same task again, as JetStream redelivers it after a crash.
+    // The same task again, twice, as JetStream redelivers it after a crash.
     let names = hr.env.config.names();
-    let deliveries = hr.js.get_stream(names.deliveries_stream()).await.unwrap();
-    let task = eventually("the first task", WAIT, || async {
-        let info = hr.js.get_stream(names.events_stream()).await.ok()?;
-        let seq = info.cached_info().state.last_sequence;
-        let task = hookrelay_core::delivery::DeliveryTask::first(
-            &sub.id,
-            hookrelay_core::delivery::Source::Event,
-            seq,
-            info.get_raw_message(seq).await.ok()?.time,
-        );
-        Some(task)
-    })
-    .await;
-    drop(deliveries);
+    let events = hr.js.get_stream(names.events_stream()).await.unwrap();
+    let stored_at = events.get_raw_message(seq).await.unwrap().time;
+    let task = hookrelay_core::delivery::DeliveryTask::first(
+        &sub.id,
+        hookrelay_core::delivery::Source::Event,
+        seq,
+        stored_at,
+    );
     for n in 0..2 {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(task.to_json().into())
+            .message_id(format!("again-{n}"));
         hr.js
-            .publish_with_headers(
-                names.delivery_subject("acme"),
-                {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", format!("again-{n}").as_str());
-                    headers
-                },
-                task.to_json().into(),
-            )
+            .send_publish(names.delivery_subject("acme"), publish)
             .await
             .unwrap()
             .await

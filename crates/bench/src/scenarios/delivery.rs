@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
 use hookrelay_proto::v1 as pb;
 
 use super::{bar, rate, Run, CONCURRENCY, DELIVERED_BODY_LEN};
@@ -78,18 +77,9 @@ pub async fn fanout(opts: &Opts) -> anyhow::Result<Report> {
         DELIVERED_BODY_LEN,
     )
     .await?;
-    let client = admin::client(&run.server).await?;
     let url = run.receiver.url("/ok");
-    let created: Vec<anyhow::Result<String>> = futures::stream::iter(0..subscriptions)
-        .map(|_| {
-            let mut client = client.clone();
-            let subscription = admin::subscription(&url, "order.*");
-            async move { admin::create(&mut client, subscription).await }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    run.subscribe_all((0..subscriptions).map(|_| admin::subscription(&url, "order.*")))
+        .await?;
     run.mark().await?;
     let start = now_us();
     run.publish("order.paid", events, publisher::order_event, "publishing")

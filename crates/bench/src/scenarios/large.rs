@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 
 use super::{bar, Run};
 use crate::admin;
@@ -105,18 +104,11 @@ async fn one_size(
     let label = format!("{}k", size / KIB);
     let mut run = Run::start(opts, &[]).await?;
     let pad = size - prefix(0, 0).len() - SUFFIX.len();
-    let client = admin::client(&run.server).await?;
-    let created: Vec<anyhow::Result<String>> = futures::stream::iter(0..SUBSCRIPTIONS)
-        .map(|sub| {
-            let mut client = client.clone();
-            let url = run.receiver.url(&format!("/large?pad={pad}&sub={sub}"));
-            let subscription = admin::subscription(&url, "blob.*");
-            async move { admin::create(&mut client, subscription).await }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    run.subscribe_all((0..SUBSCRIPTIONS).map(|sub| {
+        let url = run.receiver.url(&format!("/large?pad={pad}&sub={sub}"));
+        admin::subscription(&url, "blob.*")
+    }))
+    .await?;
     run.mark().await?;
 
     let start = now_us();

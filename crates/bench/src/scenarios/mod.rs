@@ -85,6 +85,24 @@ impl Run {
         admin::create(&mut admin::client(&self.server).await?, subscription).await
     }
 
+    /// Creates every one of `subscriptions`, 16 at a time.
+    async fn subscribe_all(
+        &self,
+        subscriptions: impl Iterator<Item = pb::Subscription>,
+    ) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let client = admin::client(&self.server).await?;
+        let created: Vec<anyhow::Result<String>> = futures::stream::iter(subscriptions)
+            .map(|subscription| {
+                let mut client = client.clone();
+                async move { admin::create(&mut client, subscription).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        created.into_iter().try_for_each(|id| id.map(drop))
+    }
+
     /// Publishes `count` events of `event_type` (made by `body`) with
     /// pipelined acks, showing `what` as progress.
     async fn publish(
