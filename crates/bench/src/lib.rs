@@ -72,6 +72,9 @@ pub enum Scenario {
     /// Events of 64 KiB, 512 KiB and the largest NATS takes, each to 100
     /// subscriptions: MB/s delivered, peak RSS, bodies intact.
     Large,
+    /// No hookrelay: what one JetStream hop and one bare HTTP request cost,
+    /// the least CPU any delivery needs on this machine.
+    Floor,
     /// Every scenario, one after the other.
     All,
     /// Runs hookrelay itself (all-in-one): the benchmark's child process.
@@ -140,6 +143,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Retries,
                 Scenario::Batching,
                 Scenario::Large,
+                Scenario::Floor,
             ],
             one => vec![one],
         })
@@ -154,6 +158,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Retries => scenarios::retries(&opts).await?,
             Scenario::Batching => scenarios::batching(&opts).await?,
             Scenario::Large => scenarios::large(&opts).await?,
+            Scenario::Floor => scenarios::floor(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

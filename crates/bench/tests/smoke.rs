@@ -190,3 +190,21 @@ fn large_sends_every_size_and_checks_bodies() {
     cpu_per_delivery(&report, "");
     common(&report);
 }
+
+#[test]
+fn floor_reports_the_cost_of_a_hop_and_of_a_request() {
+    let report = run("floor");
+    for hop in ["event", "record", "record_batched"] {
+        positive(&report, &format!("{hop}_hop_nats_cpu_ms"));
+        figure(&report, &format!("{hop}_hop_client_cpu_ms"));
+    }
+    positive(&report, "ceiling_per_sec");
+    positive(&report, "floor_cpu_ms_per_delivery");
+    positive(&report, "floor_deliveries_per_sec");
+    positive(&report, "floor_ratio_to_ceiling");
+    assert_eq!(
+        report["targets"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+}

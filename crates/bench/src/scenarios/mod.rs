@@ -1,4 +1,4 @@
-//! The seven scenarios. Each starts its own hookrelay (fresh prefix, fresh
+//! The scenarios. Each starts its own hookrelay (fresh prefix, fresh
 //! process, so peak RSS is the scenario's own), its own receiver, measures,
 //! then deletes everything it created.
 
@@ -20,10 +20,12 @@ use crate::server::{redis_connection, redis_used_memory, Hookrelay};
 use crate::Opts;
 
 mod delivery;
+mod floor;
 mod large;
 mod retries;
 
 pub use delivery::{batching, fanout, isolation, latency, throughput};
+pub use floor::floor;
 pub use large::large;
 pub use retries::retries;
 
