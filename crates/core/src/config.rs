@@ -136,6 +136,9 @@ pub struct LimitsConfig {
     pub max_event_bytes: usize,
     pub max_response_body_bytes: usize,
     pub max_subscriptions_per_tenant: usize,
+    /// Requests one tenant may have in flight on one dispatcher, across
+    /// its subscriptions; also bounds what one subscription may ask for.
+    pub max_in_flight_per_tenant: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +219,19 @@ impl Config {
         }
         if self.dispatcher.concurrency == 0 {
             return invalid("dispatcher.concurrency", "must be positive");
+        }
+        let tenant_cap = self.limits.max_in_flight_per_tenant as usize;
+        if tenant_cap == 0 || tenant_cap > self.dispatcher.concurrency / 2 {
+            return invalid(
+                "limits.max_in_flight_per_tenant",
+                "must be between 1 and half of dispatcher.concurrency, so that one tenant cannot hold every request slot",
+            );
+        }
+        if self.dispatcher.default_max_in_flight > self.limits.max_in_flight_per_tenant {
+            return invalid(
+                "dispatcher.default_max_in_flight",
+                "must not exceed limits.max_in_flight_per_tenant",
+            );
         }
         if self.dispatcher.default_max_in_flight == 0 {
             return invalid("dispatcher.default_max_in_flight", "must be positive");

@@ -16,6 +16,7 @@ use hookrelay_core::signing::webhook_id;
 use hookrelay_core::subscription::Subscription;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::fair::FairPermit;
 use crate::lease::Lease;
 use crate::request;
 use crate::schedule::RetryEntry;
@@ -24,18 +25,14 @@ use crate::Dispatcher;
 
 /// Waiting tasks per in-flight slot beyond which a subscription's tasks are
 /// parked in the schedule instead of holding consumer capacity.
-const WAITING_PER_SLOT: usize = 4;
+pub(crate) const WAITING_PER_SLOT: usize = 4;
 
 /// The name transient failures are counted under.
 pub(crate) const COMPONENT: &str = "dispatcher";
 
-/// The subscription's own permit, one of the global pool, and the body's
+/// The subscription's own permit, a slot of the fair gate, and the body's
 /// share of the body budget.
-type Permits = (
-    OwnedSemaphorePermit,
-    OwnedSemaphorePermit,
-    OwnedSemaphorePermit,
-);
+type Permits = (OwnedSemaphorePermit, FairPermit, OwnedSemaphorePermit);
 
 /// Events from this size (KiB) up are read again once a task has its
 /// permits rather than held while it waits.
@@ -97,14 +94,22 @@ impl Dispatcher {
             let record = self.record(&task, &event, None, &result, Utc::now(), after);
             return self.finish(lease, record).await;
         };
+        // Stored before the tenant cap existed, a subscription may ask for
+        // more than its tenant may hold: it gets the cap.
         let limit = subscription
             .max_in_flight
-            .unwrap_or(self.config.dispatcher.default_max_in_flight);
-        if self.limits.should_park(
-            &subscription.id,
-            WAITING_PER_SLOT,
-            std::time::Instant::now(),
-        ) {
+            .unwrap_or(self.config.dispatcher.default_max_in_flight)
+            .min(self.config.limits.max_in_flight_per_tenant);
+        // Held until the task is done: a tenant's tasks in memory stay
+        // bounded however many of its endpoints hang.
+        let in_hand = self.fair.enter(&subscription.tenant, WAITING_PER_SLOT);
+        if in_hand.is_none()
+            || self.limits.should_park(
+                &subscription.id,
+                WAITING_PER_SLOT,
+                std::time::Instant::now(),
+            )
+        {
             return self.park(lease, &task).await;
         }
         let kib = body_kib(&event);
@@ -118,12 +123,11 @@ impl Dispatcher {
                 // so a large event waiting for room holds no request slot.
                 let body = self.bodies.clone().acquire_many_owned(kib).await;
                 let own = self.limits.acquire(&subscription.id, limit).await;
-                let global = self.global.clone().acquire_owned().await;
-                (
-                    own,
-                    global.expect("never closed"),
-                    body.expect("never closed"),
-                )
+                let slot = self
+                    .fair
+                    .acquire(&subscription.tenant, &subscription.id)
+                    .await;
+                (own, slot, body.expect("never closed"))
             })
             .await;
         let (event, lease) = match held {
@@ -134,7 +138,8 @@ impl Dispatcher {
             },
         };
         self.attempt(task, event, subscription, lease, permits)
-            .await
+            .await;
+        drop(in_hand);
     }
 
     /// The task's event, or `None` once the task is settled without it:

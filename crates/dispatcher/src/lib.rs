@@ -8,6 +8,7 @@
 mod deliver;
 mod dlq;
 pub mod events;
+pub mod fair;
 pub mod guard;
 mod handoff;
 mod lease;
@@ -55,7 +56,8 @@ pub struct Dispatcher {
     schedule: RetrySchedule,
     limits: InFlightLimits,
     shapers: request::Shapers,
-    global: Arc<Semaphore>,
+    /// Request slots, shared fairly across tenants and subscriptions.
+    fair: Arc<fair::FairGate>,
     /// Hand-overs in progress, at most the global concurrency.
     handoffs: Arc<Semaphore>,
     /// KiB of request bodies being rendered or sent.
@@ -86,7 +88,10 @@ pub struct Parts {
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> Arc<Self> {
-        let global = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
+        let fair = fair::FairGate::new(
+            parts.config.dispatcher.concurrency,
+            parts.config.limits.max_in_flight_per_tenant as usize,
+        );
         let events = events::EventReader::new(parts.js.clone(), parts.config.names());
         let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
         Arc::new(Self {
@@ -103,7 +108,7 @@ impl Dispatcher {
             handoffs,
             bodies: Arc::new(Semaphore::new(deliver::BODY_BUDGET_KIB as usize)),
             max_record: std::sync::OnceLock::new(),
-            global,
+            fair,
             events,
             js: parts.js,
             transients: parts.transients,
@@ -121,7 +126,12 @@ impl Dispatcher {
             durable: names.consumer("dispatcher"),
             filter: names.deliveries_filter(),
             ack_wait: self.config.dispatcher.ack_wait,
-            max_ack_pending: (self.config.dispatcher.concurrency * 2) as i64,
+            // Room for every tenant's share in hand (`fair.rs`) with as
+            // much again to spare: tasks of tenants whose endpoints hang
+            // must not fill the window other tenants' tasks come through.
+            max_ack_pending: (self.config.dispatcher.concurrency
+                * (1 + deliver::WAITING_PER_SLOT)
+                * 2) as i64,
             batch: self.config.dispatcher.fetch_batch,
             // Tasks are references: small.
             max_bytes: 0,

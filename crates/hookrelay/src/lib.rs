@@ -311,14 +311,7 @@ pub async fn run_with(
                     config.limits.max_response_body_bytes,
                     guard.clone(),
                 )
-                .map(|sender| {
-                    SubscriptionService::new(
-                        Store::new(bucket.clone()),
-                        sender,
-                        config.dispatcher.default_timeout,
-                        config.limits.max_subscriptions_per_tenant,
-                    )
-                })
+                .map(|sender| SubscriptionService::new(Store::new(bucket.clone()), sender, &config))
             })
             .transpose()?;
         let logs = attempt_index.map(|index| {

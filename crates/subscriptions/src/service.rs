@@ -26,21 +26,19 @@ pub struct SubscriptionService {
     sender: Sender,
     default_timeout: Duration,
     max_per_tenant: usize,
+    in_flight: validate::InFlightBounds,
 }
 
 impl SubscriptionService {
-    /// `sender` and `default_timeout` serve SendTestEvent.
-    pub fn new(
-        store: Store,
-        sender: Sender,
-        default_timeout: Duration,
-        max_per_tenant: usize,
-    ) -> Self {
+    /// `sender` serves SendTestEvent; `config` gives the defaults and
+    /// limits subscriptions are checked against.
+    pub fn new(store: Store, sender: Sender, config: &hookrelay_core::Config) -> Self {
         Self {
             store,
             sender,
-            default_timeout,
-            max_per_tenant,
+            default_timeout: config.dispatcher.default_timeout,
+            max_per_tenant: config.limits.max_subscriptions_per_tenant,
+            in_flight: validate::InFlightBounds::of(config),
         }
     }
 
@@ -179,6 +177,7 @@ impl Subscriptions for SubscriptionService {
             .into());
         }
         let spec = validate::spec(&input)?;
+        self.in_flight.check(&spec)?;
         self.check_destination(&spec.url).await?;
         self.check_tenant_room(&spec.tenant).await?;
         let now = Utc::now();
@@ -271,6 +270,7 @@ impl Subscriptions for SubscriptionService {
         check_tenant(&caller, &input.tenant)?;
         check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
+        self.in_flight.check(&spec)?;
         if spec.url != sub.url {
             self.check_destination(&spec.url).await?;
         }

@@ -37,6 +37,67 @@ const MAX_HEADERS: usize = 32;
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_IN_FLIGHT: u32 = 10_000;
 
+/// What one subscription may hold of the dispatcher's request slots.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlightBounds {
+    /// `limits.max_in_flight_per_tenant`.
+    pub tenant_cap: u32,
+    pub default_max_in_flight: u32,
+    pub default_timeout: Duration,
+}
+
+impl InFlightBounds {
+    pub fn of(config: &hookrelay_core::Config) -> Self {
+        Self {
+            tenant_cap: config.limits.max_in_flight_per_tenant,
+            default_max_in_flight: config.dispatcher.default_max_in_flight,
+            default_timeout: config.dispatcher.default_timeout,
+        }
+    }
+
+    /// Request-seconds a subscription may hold when its endpoint hangs:
+    /// the tenant cap for the default timeout.
+    fn budget_secs(&self) -> f64 {
+        self.tenant_cap as f64 * self.default_timeout.as_secs_f64()
+    }
+
+    /// Refuses a `max_in_flight` over the tenant cap, and a `max_in_flight`
+    /// × `timeout` that would let one hung endpoint hold more
+    /// request-seconds than the tenant's whole cap at the default timeout.
+    pub fn check(&self, spec: &Spec) -> Result<(), ApiError> {
+        let in_flight = spec.max_in_flight.unwrap_or(self.default_max_in_flight);
+        if in_flight > self.tenant_cap {
+            return Err(ApiError::invalid(
+                "subscription.max_in_flight",
+                format!(
+                    "at most {} (limits.max_in_flight_per_tenant: what one tenant may have in flight)",
+                    self.tenant_cap
+                ),
+            ));
+        }
+        let timeout = spec.timeout.unwrap_or(self.default_timeout);
+        let held = in_flight as f64 * timeout.as_secs_f64();
+        if held > self.budget_secs() + 1e-9 {
+            let most = (self.budget_secs() / timeout.as_secs_f64())
+                .floor()
+                .max(1.0);
+            return Err(ApiError::invalid(
+                "subscription.max_in_flight",
+                format!(
+                    "{in_flight} in flight × timeout {} holds {held:.0} request-seconds when the endpoint hangs; \
+                     at most {:.0} are allowed (limits.max_in_flight_per_tenant {} × default timeout {}): \
+                     with this timeout, max_in_flight may be at most {most:.0}",
+                    humantime::format_duration(timeout),
+                    self.budget_secs(),
+                    self.tenant_cap,
+                    humantime::format_duration(self.default_timeout),
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Validates `sub` (prefixing field names with `subscription.`).
 pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
     let f = |name: &str| format!("subscription.{name}");

@@ -20,6 +20,8 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request's body had arrived.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -207,6 +209,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
             body,
+            at: Instant::now(),
         };
         inner.in_flight += 1;
         inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);

@@ -60,3 +60,125 @@ async fn a_hung_receiver_does_not_slow_a_healthy_one() {
         "healthy deliveries took {shared:?} beside a hung receiver, {solo:?} alone"
     );
 }
+
+/// Events queued for tenant A's hung subscriptions.
+const HUNG_EVENTS: usize = 1200;
+/// Events of tenant B, each of which must arrive in time.
+const HEALTHY_EVENTS: usize = 50;
+
+/// Config with the shipped request timeout, so the largest accepted
+/// `max_in_flight` × `timeout` is the one users get.
+fn shipped_limits() -> hookrelay_tests::support::TestEnv {
+    let mut env = hookrelay_tests::support::TestEnv::new();
+    env.config.dispatcher.default_timeout = Duration::from_secs(10);
+    env
+}
+
+/// With tenant A's subscriptions (pointed at `hung`) holding what they may
+/// and 1,200 events queued for them, tenant B's 50 events all arrive within
+/// 5 s, p99 under 1 s from publish to receipt.
+async fn tenant_b_is_served_beside(hr: &Harness, hung: &Receiver) {
+    for n in 0..HUNG_EVENTS {
+        hr.publish(
+            "tenant-a",
+            "load.tick",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    // A holds all it may: the tenant's cap of requests, none answered.
+    let cap = hr.env.config.limits.max_in_flight_per_tenant as usize;
+    hookrelay_tests::support::eventually(
+        "tenant A's hung requests up to its cap",
+        Duration::from_secs(30),
+        || async { (hung.requests().len() >= cap).then_some(()) },
+    )
+    .await;
+    let consumer = hr
+        .js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            hr.env.config.names().consumer("ingestor"),
+            hr.env.config.names().events_stream(),
+        )
+        .await
+        .expect("the ingestor's consumer");
+    hookrelay_tests::support::eventually(
+        "every event of tenant A taken in by the ingestor",
+        Duration::from_secs(30),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let healthy = Receiver::start().await;
+    hr.create(subscription("tenant-b", &healthy.url("/ok"), &["load.*"]))
+        .await;
+    let started = Instant::now();
+    let mut published = Vec::with_capacity(HEALTHY_EVENTS);
+    for n in 0..HEALTHY_EVENTS {
+        published.push(Instant::now());
+        hr.publish(
+            "tenant-b",
+            "load.tick",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    let left = Duration::from_secs(5).saturating_sub(started.elapsed());
+    let received = healthy.wait_for(HEALTHY_EVENTS, left).await;
+    let mut latencies: Vec<Duration> = received
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+            let n = body["data"]["n"].as_u64().expect("data.n") as usize;
+            r.at - published[n]
+        })
+        .collect();
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    assert!(
+        p99 < Duration::from_secs(1),
+        "tenant B's p99 publish to receipt was {p99:?} beside a hung tenant A: {latencies:?}"
+    );
+    assert!(
+        hung.requests().len() >= cap,
+        "tenant A kept its share: the test saw it saturated"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_at_the_largest_accepted_limits_does_not_slow_another() {
+    let hr = Harness::start_with(shipped_limits(), hookrelay::Role::All).await;
+    let hung = Receiver::start().await;
+    hung.set_default(Reply::status(200).delay(Duration::from_secs(3600)));
+    let cap = hr.env.config.limits.max_in_flight_per_tenant;
+    let mut stuck = subscription("tenant-a", &hung.url("/never"), &["load.*"]);
+    stuck.max_in_flight = cap;
+    stuck.timeout = Some(prost_types::Duration {
+        seconds: 10,
+        nanos: 0,
+    });
+    hr.create(stuck).await;
+    tenant_b_is_served_beside(&hr, &hung).await;
+}
+
+#[tokio::test]
+async fn sixteen_hung_subscriptions_at_the_defaults_do_not_slow_another_tenant() {
+    let hr = Harness::start_with(shipped_limits(), hookrelay::Role::All).await;
+    let hung = Receiver::start().await;
+    hung.set_default(Reply::status(200).delay(Duration::from_secs(3600)));
+    for i in 0..16 {
+        hr.create(subscription(
+            "tenant-a",
+            &hung.url(&format!("/never/{i}")),
+            &["load.*"],
+        ))
+        .await;
+    }
+    tenant_b_is_served_beside(&hr, &hung).await;
+}

@@ -28,7 +28,7 @@ async fn create_err(hr: &Harness, sub: pb::Subscription) -> tonic::Status {
 async fn bad_subscriptions_are_refused_naming_the_field() {
     let hr = Harness::start().await;
     let ok = || subscription("acme", "https://example.test/hook", &["user.*"]);
-    let cases: Vec<(pb::Subscription, Code, &str)> = vec![
+    let mut cases: Vec<(pb::Subscription, Code, &str)> = vec![
         (pb::Subscription { url: "ftp://example.test/".into(), ..ok() }, Code::InvalidArgument, "subscription.url: scheme \"ftp\" is not http or https"),
         (pb::Subscription { url: "".into(), ..ok() }, Code::InvalidArgument, "subscription.url: is required"),
         (pb::Subscription { tenant: "ac me".into(), ..ok() }, Code::InvalidArgument, "subscription.tenant"),
@@ -112,6 +112,21 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             "subscription.request.headers[\"Content-Length\"]",
         ),
     ];
+    // What one hung endpoint may hold: at most the tenant's cap (256) in
+    // flight, and no more request-seconds than that cap at the default
+    // timeout (2 s in tests: 512).
+    cases.extend([
+        (
+            pb::Subscription { max_in_flight: 257, ..ok() },
+            Code::InvalidArgument,
+            "subscription.max_in_flight: at most 256 (limits.max_in_flight_per_tenant",
+        ),
+        (
+            pb::Subscription { max_in_flight: 64, timeout: Some(prost_types::Duration { seconds: 9, nanos: 0 }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.max_in_flight: 64 in flight × timeout 9s holds 576 request-seconds when the endpoint hangs; at most 512 are allowed (limits.max_in_flight_per_tenant 256 × default timeout 2s): with this timeout, max_in_flight may be at most 56",
+        ),
+    ]);
     for (sub, code, message) in cases {
         let status = create_err(&hr, sub).await;
         assert_eq!(status.code(), code, "{}", status.message());
