@@ -163,6 +163,8 @@ pub struct DispatcherConfig {
     /// CIDRs delivered to although private (loopback, RFC 1918, ...).
     #[serde(default)]
     pub allow_private: Vec<String>,
+    /// Endpoint health thresholds (see `circuit.rs`).
+    pub circuit: crate::circuit::CircuitLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +233,22 @@ impl Config {
             return invalid(
                 "dispatcher.default_max_in_flight",
                 "must not exceed limits.max_in_flight_per_tenant",
+            );
+        }
+        let circuit = &self.dispatcher.circuit;
+        if circuit.failing_after == 0 {
+            return invalid("dispatcher.circuit.failing_after", "must be positive");
+        }
+        if circuit.open_after < circuit.failing_after {
+            return invalid(
+                "dispatcher.circuit.open_after",
+                "must be at least dispatcher.circuit.failing_after",
+            );
+        }
+        if circuit.probe_after.is_zero() || circuit.probe_max < circuit.probe_after {
+            return invalid(
+                "dispatcher.circuit.probe_after",
+                "must be positive and at most dispatcher.circuit.probe_max",
             );
         }
         if self.dispatcher.default_max_in_flight == 0 {

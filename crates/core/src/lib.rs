@@ -3,6 +3,7 @@
 //! and delivery model.
 #![forbid(unsafe_code)]
 
+pub mod circuit;
 pub mod config;
 pub mod delivery;
 pub mod event;

@@ -166,6 +166,9 @@ pub struct Subscription {
     /// How failures are retried; the default schedule when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,
+    /// This subscription's own endpoint-health thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<crate::circuit::CircuitSpec>,
     pub secrets: Vec<StoredSecret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -16,6 +16,7 @@ use hookrelay_core::signing::webhook_id;
 use hookrelay_core::subscription::Subscription;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::circuit::{Admit, Change};
 use crate::fair::FairPermit;
 use crate::lease::Lease;
 use crate::request;
@@ -86,6 +87,7 @@ impl Dispatcher {
         let Some(subscription) = subscription else {
             self.limits.forget(&task.subscription_id);
             self.shapers.forget(&task.subscription_id);
+            self.circuits.machine.forget(&task.subscription_id);
             let result = SendResult::without_response(
                 Outcome::Disabled,
                 "subscription deleted or disabled before delivery",
@@ -111,6 +113,9 @@ impl Dispatcher {
             )
         {
             return self.park(lease, &task).await;
+        }
+        if self.circuits.machine.admit(&subscription.id, Utc::now()) == Admit::Hold {
+            return self.hold(lease, &task).await;
         }
         let kib = body_kib(&event);
         // A large event is not held while waiting for permits: tasks of a
@@ -216,6 +221,10 @@ impl Dispatcher {
             ),
         };
         drop(permits);
+        if request.is_some() {
+            self.count_outcome(&subscription, result.outcome.is_success())
+                .await;
+        }
         self.metrics
             .requests
             .with_label_values(&[result.outcome.as_str()])
@@ -397,6 +406,112 @@ impl Dispatcher {
                 tracing::warn!(%error, "cannot park the task; it will be tried again");
                 lease.retry().await
             }
+        }
+    }
+
+    /// Holds a task of a subscription whose circuit is open, as the same
+    /// attempt, until a probe succeeds.
+    async fn hold(&self, lease: Lease, task: &DeliveryTask) {
+        // Counted like a park: each hold is a new member, so when it comes
+        // back out its msg-id is not one JetStream dropped as a duplicate.
+        let member = RetryEntry {
+            parked: task.parked + 1,
+            ..RetryEntry::of(task)
+        }
+        .member();
+        match self.circuits.hold(&task.subscription_id, &member).await {
+            Ok(()) => {
+                self.transients.recovered(COMPONENT, Dependency::Redis);
+                self.metrics.held.inc();
+                lease.done().await
+            }
+            Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Redis);
+                tracing::warn!(%error, "cannot hold the task of an open circuit; it will be tried again");
+                lease.retry().await
+            }
+        }
+    }
+
+    /// Feeds a sent request's outcome to the subscription's circuit and
+    /// stores what changed; disables a subscription failing for too long.
+    async fn count_outcome(&self, subscription: &Subscription, success: bool) {
+        let limits = self.circuits.limits(subscription.circuit.as_ref());
+        let change = self
+            .circuits
+            .machine
+            .outcome(&subscription.id, limits, success, Utc::now());
+        match &change {
+            Change::None => return,
+            Change::Entered(record) => {
+                tracing::warn!(
+                    subscription = %subscription.id,
+                    state = record.state.as_str(),
+                    consecutive_failures = record.consecutive_failures,
+                    "endpoint health changed"
+                );
+                self.metrics
+                    .circuit_transitions
+                    .with_label_values(&[record.state.as_str()])
+                    .inc();
+            }
+            Change::Updated(_) => {}
+            Change::Closed => {
+                tracing::info!(subscription = %subscription.id, "endpoint healthy again");
+                self.metrics
+                    .circuit_transitions
+                    .with_label_values(&["healthy"])
+                    .inc();
+            }
+            Change::Disable(record) => self.disable_failing(subscription, record).await,
+        }
+        for (state, count) in self.circuits.machine.counts() {
+            self.metrics
+                .circuits
+                .with_label_values(&[state.as_str()])
+                .set(count);
+        }
+        match self.circuits.store(&subscription.id, &change).await {
+            Ok(()) => self.transients.recovered(COMPONENT, Dependency::Redis),
+            Err(error) => {
+                self.transients.failed(COMPONENT, Dependency::Redis);
+                tracing::warn!(subscription = %subscription.id, %error, "cannot store the endpoint's health");
+            }
+        }
+    }
+
+    /// Disables a subscription that kept failing and announces it on
+    /// `<prefix>.system.<tenant>.subscription.disabled`.
+    async fn disable_failing(
+        &self,
+        subscription: &Subscription,
+        record: &hookrelay_core::circuit::CircuitRecord,
+    ) {
+        let limits = self.circuits.limits(subscription.circuit.as_ref());
+        let reason = format!(
+            "failing since {} ({} failed attempts in a row), longer than disable_after ({})",
+            record.failing_since.to_rfc3339(),
+            record.consecutive_failures,
+            humantime::format_duration(limits.disable_after)
+        );
+        tracing::warn!(subscription = %subscription.id, %reason, "subscription disabled");
+        self.disable(&subscription.id).await;
+        self.metrics.auto_disabled.inc();
+        let announcement = hookrelay_core::circuit::SubscriptionDisabled {
+            subscription_id: subscription.id.clone(),
+            tenant: subscription.tenant.clone(),
+            url: subscription.url.clone(),
+            reason,
+            failing_since: record.failing_since,
+            consecutive_failures: record.consecutive_failures,
+            disabled_at: Utc::now(),
+        };
+        let subject =
+            hookrelay_core::circuit::disabled_subject(&self.config.names(), &subscription.tenant);
+        let body = Bytes::from(serde_json::to_vec(&announcement).expect("announcements serialize"));
+        if let Err(error) = self.js.client().publish(subject, body).await {
+            self.transients.failed(COMPONENT, Dependency::Nats);
+            tracing::warn!(subscription = %subscription.id, %error, "cannot announce the disabled subscription");
         }
     }
 

@@ -39,10 +39,12 @@ impl Dispatcher {
         if self.tracker.is_closed() || !subscription.enabled {
             return None;
         }
-        // A slow receiver would hold the event unacked for as long.
-        if self
-            .limits
-            .is_slow(&subscription.id, SLOW, std::time::Instant::now())
+        // A slow receiver would hold the event unacked for as long (unless
+        // its circuit is open: then its tasks are held at once).
+        if !self.circuits.machine.is_open(&subscription.id)
+            && self
+                .limits
+                .is_slow(&subscription.id, SLOW, std::time::Instant::now())
         {
             return None;
         }

@@ -5,6 +5,7 @@
 //! DELIVERIES.
 #![forbid(unsafe_code)]
 
+pub mod circuit;
 mod deliver;
 mod dlq;
 pub mod events;
@@ -58,6 +59,8 @@ pub struct Dispatcher {
     shapers: request::Shapers,
     /// Request slots, shared fairly across tenants and subscriptions.
     fair: Arc<fair::FairGate>,
+    /// Endpoint health per subscription.
+    circuits: circuit::Circuits,
     /// Hand-overs in progress, at most the global concurrency.
     handoffs: Arc<Semaphore>,
     /// KiB of request bodies being rendered or sent.
@@ -94,7 +97,14 @@ impl Dispatcher {
         );
         let events = events::EventReader::new(parts.js.clone(), parts.config.names());
         let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
+        let circuits = circuit::Circuits::new(
+            hookrelay_core::circuit::CircuitKeys::new(&parts.config.names()),
+            parts.schedule.due_key().to_owned(),
+            parts.schedule.redis(),
+            parts.config.dispatcher.circuit,
+        );
         Arc::new(Self {
+            circuits,
             config: parts.config,
             index: parts.index,
             bucket: parts.bucket,

@@ -1,6 +1,6 @@
 //! Dispatcher process metrics, registered on the registry passed in.
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -18,6 +18,15 @@ pub struct Metrics {
     pub retries_pending: IntGauge,
     /// How overdue the oldest scheduled retry is.
     pub oldest_retry_age: Gauge,
+    /// Circuits that changed state, by the state they entered.
+    pub circuit_transitions: IntCounterVec,
+    /// Subscriptions known to this dispatcher by circuit state (healthy
+    /// ones are not counted).
+    pub circuits: IntGaugeVec,
+    /// Tasks held in Redis because their subscription's circuit is open.
+    pub held: IntCounter,
+    /// Subscriptions disabled after failing for `disable_after`.
+    pub auto_disabled: IntCounter,
 }
 
 impl Metrics {
@@ -54,7 +63,33 @@ impl Metrics {
                 "hookrelay_retry_oldest_overdue_seconds",
                 "How long the oldest due retry has waited past its due time",
             )?,
+            circuit_transitions: IntCounterVec::new(
+                Opts::new(
+                    "hookrelay_circuit_transitions_total",
+                    "Subscription circuits that changed state, by the state entered",
+                ),
+                &["state"],
+            )?,
+            circuits: IntGaugeVec::new(
+                Opts::new(
+                    "hookrelay_circuits",
+                    "Subscriptions whose circuit is failing, open or half-open, as this dispatcher sees them",
+                ),
+                &["state"],
+            )?,
+            held: IntCounter::new(
+                "hookrelay_deliveries_held_total",
+                "Tasks held in Redis while their subscription's circuit is open",
+            )?,
+            auto_disabled: IntCounter::new(
+                "hookrelay_subscriptions_auto_disabled_total",
+                "Subscriptions disabled after failing for dispatcher.circuit.disable_after",
+            )?,
         };
+        registry.register(Box::new(metrics.circuit_transitions.clone()))?;
+        registry.register(Box::new(metrics.circuits.clone()))?;
+        registry.register(Box::new(metrics.held.clone()))?;
+        registry.register(Box::new(metrics.auto_disabled.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.retries_scheduled.clone()))?;

@@ -189,6 +189,16 @@ impl RetrySchedule {
         }
     }
 
+    /// The sorted set of due entries (others move entries into it).
+    pub fn due_key(&self) -> &str {
+        &self.due_key
+    }
+
+    /// The connection the schedule uses.
+    pub fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
     /// Schedules `entry` at `due`. Adding the same entry again only moves it.
     pub async fn add(&self, entry: &RetryEntry, due: DateTime<Utc>) -> redis::RedisResult<()> {
         let mut redis = self.redis.clone();

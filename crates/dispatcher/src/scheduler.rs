@@ -25,6 +25,8 @@ const MIN_LEASE: Duration = Duration::from_secs(30);
 const RETRY_SOON: chrono::Duration = chrono::Duration::seconds(1);
 /// The longest pause after the schedule failed to answer.
 const MAX_IDLE_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How often open circuits are checked for a due probe.
+const NUDGE_EVERY: Duration = Duration::from_secs(1);
 /// Pause between rounds when nothing is due.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -36,6 +38,7 @@ impl Dispatcher {
         // while this one may still publish it.
         let lease = MIN_LEASE.max(self.config.dispatcher.ack_wait);
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
+        let mut last_nudge = tokio::time::Instant::now();
         let mut pause_after_failure = Backoff::up_to(MAX_IDLE_AFTER_FAILURE);
         // Re-published entries Redis did not let go of yet: released before
         // anything is claimed again, so however long Redis was away (longer
@@ -97,6 +100,12 @@ impl Dispatcher {
                     pause_after_failure.failed()
                 }
             };
+            if last_nudge.elapsed() >= NUDGE_EVERY {
+                last_nudge = tokio::time::Instant::now();
+                if let Err(error) = self.circuits.nudge(Utc::now()).await {
+                    tracing::warn!(%error, "cannot probe open circuits");
+                }
+            }
             if last_stats.elapsed() >= Duration::from_secs(5) {
                 last_stats = tokio::time::Instant::now();
                 if let Ok((pending, oldest)) = self.schedule.stats().await {

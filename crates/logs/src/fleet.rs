@@ -137,8 +137,9 @@ async fn states(
         let health = index.health(&key).await.map_err(|e| e.to_string())?;
         match crate::health::state(subscription.enabled, &health) {
             "disabled" => disabled += 1,
-            "failing" => failing += 1,
-            _ => healthy += 1,
+            "healthy" => healthy += 1,
+            // failing, open or half-open
+            _ => failing += 1,
         }
     }
     Ok([

@@ -97,6 +97,7 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.timeout = spec.timeout;
     sub.max_in_flight = spec.max_in_flight;
     sub.retry_policy = spec.retry_policy;
+    sub.circuit = spec.circuit;
     sub.batch = spec.batch;
 }
 
@@ -123,6 +124,13 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
             .timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok()),
         max_in_flight: sub.max_in_flight.unwrap_or(0),
+        circuit: sub.circuit.as_ref().map(|c| pb::CircuitSpec {
+            failing_after: c.failing_after.unwrap_or(0),
+            open_after: c.open_after.unwrap_or(0),
+            disable_after: c
+                .disable_after
+                .and_then(|d| prost_types::Duration::try_from(d).ok()),
+        }),
         created_at: Some(timestamp(sub.created_at)),
         updated_at: Some(timestamp(sub.updated_at)),
         revision: sub.revision,
@@ -197,6 +205,7 @@ impl Subscriptions for SubscriptionService {
             timeout: None,
             max_in_flight: None,
             retry_policy: None,
+            circuit: None,
             batch: None,
             secrets: vec![StoredSecret {
                 secret: secret.clone(),

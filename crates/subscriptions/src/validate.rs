@@ -27,6 +27,7 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     pub max_in_flight: Option<u32>,
     pub retry_policy: Option<RetryPolicy>,
+    pub circuit: Option<hookrelay_core::circuit::CircuitSpec>,
     pub batch: Option<hookrelay_core::subscription::BatchSpec>,
 }
 
@@ -98,6 +99,37 @@ impl InFlightBounds {
     }
 }
 
+/// A subscription's own circuit thresholds; zero and absent fields are the
+/// server's.
+fn circuit_spec(spec: &pb::CircuitSpec) -> Result<hookrelay_core::circuit::CircuitSpec, ApiError> {
+    let disable_after = spec
+        .disable_after
+        .map(|d| {
+            Duration::try_from(d).map_err(|_| {
+                ApiError::invalid(
+                    "subscription.circuit.disable_after",
+                    "must not be negative (zero: never disable)",
+                )
+            })
+        })
+        .transpose()?;
+    let some = |n: u32| (n > 0).then_some(n);
+    let (failing_after, open_after) = (some(spec.failing_after), some(spec.open_after));
+    if let (Some(failing), Some(open)) = (failing_after, open_after) {
+        if open < failing {
+            return Err(ApiError::invalid(
+                "subscription.circuit.open_after",
+                format!("must be at least failing_after ({failing})"),
+            ));
+        }
+    }
+    Ok(hookrelay_core::circuit::CircuitSpec {
+        failing_after,
+        open_after,
+        disable_after,
+    })
+}
+
 /// Validates `sub` (prefixing field names with `subscription.`).
 pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
     let f = |name: &str| format!("subscription.{name}");
@@ -156,6 +188,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         }
     };
     let retry_policy = crate::retry_policy::from_proto(sub.retry_policy.as_ref())?;
+    let circuit = sub.circuit.as_ref().map(circuit_spec).transpose()?;
     let batch = crate::batch_spec::from_proto(sub.batch.as_ref())?;
     if request.envelope == hookrelay_core::subscription::Envelope::ChangesBatch && batch.is_none() {
         return Err(ApiError::invalid(
@@ -197,6 +230,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         timeout,
         max_in_flight,
         retry_policy,
+        circuit,
         batch,
     })
 }

@@ -285,6 +285,9 @@ async fn a_request_slower_than_the_ack_wait_is_sent_once() {
         seconds: 5,
         nanos: 0,
     });
+    // 5 s requests at most 16 at a time: within the request-seconds a
+    // subscription may hold at this default timeout (256 × 0.5 s).
+    sub.max_in_flight = 16;
     let (sub, _) = hr.create(sub).await;
     hr.publish("acme", "report.ready", br#"{"data":{}}"#).await;
     let attempts = crate::logs::wait_attempts(&hr, &sub.id, 1).await;

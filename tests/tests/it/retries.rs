@@ -27,7 +27,7 @@ pub fn schedule(delays_ms: &[u64]) -> Option<pb::RetryPolicy> {
     })
 }
 
-fn no_retry() -> Option<pb::RetryPolicy> {
+pub fn no_retry() -> Option<pb::RetryPolicy> {
     Some(pb::RetryPolicy {
         policy: Some(Policy::None(pb::NoRetry {})),
     })

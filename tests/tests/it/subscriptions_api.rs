@@ -126,6 +126,11 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             Code::InvalidArgument,
             "subscription.max_in_flight: 64 in flight × timeout 9s holds 576 request-seconds when the endpoint hangs; at most 512 are allowed (limits.max_in_flight_per_tenant 256 × default timeout 2s): with this timeout, max_in_flight may be at most 56",
         ),
+        (
+            pb::Subscription { circuit: Some(pb::CircuitSpec { failing_after: 5, open_after: 2, ..Default::default() }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.circuit.open_after: must be at least failing_after (5)",
+        ),
     ]);
     for (sub, code, message) in cases {
         let status = create_err(&hr, sub).await;

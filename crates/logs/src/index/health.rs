@@ -14,6 +14,10 @@ pub struct Health {
     pub consecutive_failures: u32,
     pub last_success: Option<DateTime<Utc>>,
     pub last_failure: Option<DateTime<Utc>>,
+    /// The dispatcher's circuit, unless healthy.
+    pub circuit: Option<hookrelay_core::circuit::CircuitRecord>,
+    /// Deliveries held while the circuit is open.
+    pub held: u64,
 }
 
 impl AttemptIndex {
@@ -99,16 +103,25 @@ impl AttemptIndex {
     pub async fn health(&self, subscription_id: &str) -> Result<Health, IndexError> {
         let (hash, recent) = self.health_keys(subscription_id);
         let mut redis = self.redis.clone();
-        let (outcomes, fields): (Vec<String>, std::collections::HashMap<String, i64>) =
-            redis::pipe()
-                .cmd("LRANGE")
-                .arg(&recent)
-                .arg(0)
-                .arg(-1)
-                .cmd("HGETALL")
-                .arg(&hash)
-                .query_async(&mut redis)
-                .await?;
+        let circuits = hookrelay_core::circuit::CircuitKeys::new(&self.names);
+        let (outcomes, fields, circuit, held): (
+            Vec<String>,
+            std::collections::HashMap<String, i64>,
+            std::collections::HashMap<String, String>,
+            u64,
+        ) = redis::pipe()
+            .cmd("LRANGE")
+            .arg(&recent)
+            .arg(0)
+            .arg(-1)
+            .cmd("HGETALL")
+            .arg(&hash)
+            .cmd("HGETALL")
+            .arg(circuits.circuit(subscription_id))
+            .cmd("ZCARD")
+            .arg(circuits.held(subscription_id))
+            .query_async(&mut redis)
+            .await?;
         let at = |name: &str| {
             fields
                 .get(name)
@@ -119,6 +132,8 @@ impl AttemptIndex {
             consecutive_failures: fields.get("consecutive").copied().unwrap_or(0).max(0) as u32,
             last_success: at("last_success"),
             last_failure: at("last_failure"),
+            circuit: hookrelay_core::circuit::CircuitRecord::from_fields(&circuit),
+            held,
         })
     }
 }
