@@ -42,6 +42,11 @@ pub fn subscription_json(sub: &pb::Subscription) -> Value {
         "batch": sub.batch.as_ref().map(|_| batch(sub)),
         "timeout": sub.timeout.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
         "max_in_flight": sub.max_in_flight,
+        "circuit": sub.circuit.as_ref().map(|c| json!({
+            "failing_after": c.failing_after,
+            "open_after": c.open_after,
+            "disable_after": c.disable_after.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
+        })),
         "created_at": time(&sub.created_at),
         "updated_at": time(&sub.updated_at),
         "revision": sub.revision,
@@ -205,6 +210,10 @@ pub fn health(
         "consecutive_failures": h.consecutive_failures,
         "last_success_at": time(&h.last_success_at),
         "last_failure_at": time(&h.last_failure_at),
+        "failing_since": time(&h.failing_since),
+        "opened_at": time(&h.opened_at),
+        "next_probe_at": time(&h.next_probe_at),
+        "held_deliveries": h.held_deliveries,
     });
     if as_json {
         return print_json(out, &value);
@@ -231,6 +240,19 @@ pub fn health(
     t.add_row(vec![
         "last failure".to_owned(),
         text(&value["last_failure_at"]),
+    ]);
+    for (label, field) in [
+        ("failing since", "failing_since"),
+        ("circuit opened", "opened_at"),
+        ("next probe", "next_probe_at"),
+    ] {
+        if !value[field].is_null() {
+            t.add_row(vec![label.to_owned(), text(&value[field])]);
+        }
+    }
+    t.add_row(vec![
+        "held deliveries".to_owned(),
+        h.held_deliveries.to_string(),
     ]);
     writeln!(out, "{t}")?;
     Ok(())

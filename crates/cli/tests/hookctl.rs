@@ -46,6 +46,10 @@ async fn create_publish_and_see_the_attempt() {
             "user.*",
             "--name",
             "CRM",
+            "--open-after",
+            "20",
+            "--disable-after",
+            "0s",
         ],
     )
     .await;
@@ -64,6 +68,10 @@ async fn create_publish_and_see_the_attempt() {
         .unwrap()
         .to_owned();
     assert_eq!(listed["subscriptions"][0]["name"], "CRM");
+    assert_eq!(
+        listed["subscriptions"][0]["circuit"],
+        serde_json::json!({"failing_after": 0, "open_after": 20, "disable_after": "0s"})
+    );
 
     let published = hookctl(
         &hr,
@@ -507,4 +515,6 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
     .await;
     assert_eq!(health["state"], "healthy");
     assert_eq!(health["consecutive_failures"], 0);
+    assert_eq!(health["held_deliveries"], 0);
+    assert!(health["next_probe_at"].is_null(), "{health}");
 }

@@ -86,6 +86,15 @@ impl Metrics {
                 "Subscriptions disabled after failing for dispatcher.circuit.disable_after",
             )?,
         };
+        // Every state exported from the start, so dashboards read 0, not "no data".
+        for state in hookrelay_core::circuit::CircuitState::ALL {
+            metrics
+                .circuit_transitions
+                .with_label_values(&[state.as_str()]);
+            if state != hookrelay_core::circuit::CircuitState::Healthy {
+                metrics.circuits.with_label_values(&[state.as_str()]).set(0);
+            }
+        }
         registry.register(Box::new(metrics.circuit_transitions.clone()))?;
         registry.register(Box::new(metrics.circuits.clone()))?;
         registry.register(Box::new(metrics.held.clone()))?;

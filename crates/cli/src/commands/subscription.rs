@@ -91,6 +91,17 @@ pub struct Fields {
     pub timeout: Option<std::time::Duration>,
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Failed attempts in a row that mark the endpoint failing (0: the
+    /// server's `dispatcher.circuit.failing_after`).
+    #[arg(long)]
+    pub failing_after: Option<u32>,
+    /// Failed attempts in a row that open its circuit: no requests, one
+    /// probe at a time (0: the server's).
+    #[arg(long)]
+    pub open_after: Option<u32>,
+    /// Failing this long disables the subscription, e.g. `5d`; `0s` never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub disable_after: Option<std::time::Duration>,
     /// Retry policy: `none`, `schedule=10s,20s,30s`, `interval=1h,72h`,
     /// `until-success=1s,1m` (initial, cap) or
     /// `exponential=1s,2,1m,10` (initial, factor, cap, max attempts).
@@ -204,6 +215,21 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
     }
     if let Some(max) = fields.max_in_flight {
         sub.max_in_flight = max;
+    }
+    if fields.failing_after.is_some()
+        || fields.open_after.is_some()
+        || fields.disable_after.is_some()
+    {
+        let circuit = sub.circuit.get_or_insert_with(Default::default);
+        if let Some(n) = fields.failing_after {
+            circuit.failing_after = n;
+        }
+        if let Some(n) = fields.open_after {
+            circuit.open_after = n;
+        }
+        if let Some(d) = fields.disable_after {
+            circuit.disable_after = prost_types::Duration::try_from(d).ok();
+        }
     }
     if let Some(retry) = fields.retry {
         sub.retry_policy = Some(retry);
