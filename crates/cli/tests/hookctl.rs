@@ -50,6 +50,8 @@ async fn create_publish_and_see_the_attempt() {
             "20",
             "--disable-after",
             "0s",
+            "--rate-limit",
+            "50",
         ],
     )
     .await;
@@ -71,6 +73,10 @@ async fn create_publish_and_see_the_attempt() {
     assert_eq!(
         listed["subscriptions"][0]["circuit"],
         serde_json::json!({"failing_after": 0, "open_after": 20, "disable_after": "0s"})
+    );
+    assert_eq!(
+        listed["subscriptions"][0]["rate_limit"],
+        serde_json::json!({"per_second": 50, "burst": 50})
     );
 
     let published = hookctl(

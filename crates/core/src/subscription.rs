@@ -10,6 +10,14 @@ use crate::event::Event;
 use crate::retry::RetryPolicy;
 use crate::signing::{SecretError, SigningKey};
 
+/// A token bucket over a subscription's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    /// Requests at once; at least 1.
+    pub burst: u32,
+}
+
 /// What counts as a delivered request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,6 +174,9 @@ pub struct Subscription {
     /// How failures are retried; the default schedule when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,
+    /// Requests per second at most, if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// This subscription's own endpoint-health thresholds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit: Option<crate::circuit::CircuitSpec>,

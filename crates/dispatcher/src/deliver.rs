@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::circuit::{Admit, Change};
 use crate::fair::FairPermit;
 use crate::lease::Lease;
+use crate::limits::Signal;
 use crate::request;
 use crate::schedule::RetryEntry;
 use crate::sender::SendResult;
@@ -128,6 +129,9 @@ impl Dispatcher {
                 // so a large event waiting for room holds no request slot.
                 let body = self.bodies.clone().acquire_many_owned(kib).await;
                 let own = self.limits.acquire(&subscription.id, limit).await;
+                self.limits
+                    .pace(&subscription.id, subscription.rate_limit)
+                    .await;
                 let slot = self
                     .fair
                     .acquire(&subscription.tenant, &subscription.id)
@@ -220,7 +224,14 @@ impl Dispatcher {
                 SendResult::without_response(Outcome::Error, &error.to_string()),
             ),
         };
-        drop(permits);
+        let (own, slot, body) = permits;
+        drop((slot, body));
+        let status = result.response.as_ref().map(|r| r.status);
+        self.limits.settle(
+            &subscription.id,
+            own,
+            Signal::of(result.outcome.is_success(), status, result.retry_after),
+        );
         if request.is_some() {
             self.count_outcome(&subscription, result.outcome.is_success())
                 .await;

@@ -1,13 +1,18 @@
 //! Per-subscription in-flight limits: one semaphore per subscription, sized
 //! by its `max_in_flight`, so a slow receiver holds only its own permits;
-//! and, for a subscription with more tasks than it can take, when each
-//! parked task should come back.
+//! for a subscription with more tasks than it can take, when each parked
+//! task should come back; its rate limit (a token bucket); and adaptive
+//! backpressure: a 429, 502, 503 or 504 halves the requests it may have in
+//! flight and pauses it (for its `Retry-After`, else a second), each
+//! success gives one slot back.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hookrelay_core::subscription::RateLimit;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The shortest and longest time a parked task waits.
@@ -15,6 +20,32 @@ pub const PARK_MIN: Duration = Duration::from_secs(1);
 pub const PARK_MAX: Duration = Duration::from_secs(60);
 /// Weight of the newest request in a subscription's mean duration.
 const MEAN_WEIGHT: f64 = 0.1;
+/// Pause after a throttling answer without `Retry-After`.
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause a `Retry-After` may ask for.
+const THROTTLE_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+type Bucket = governor::DefaultDirectRateLimiter;
+
+/// How a request ended, as far as the limits care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Success,
+    /// 429, 502, 503 or 504, with the `Retry-After` if any.
+    Throttled(Option<Duration>),
+    Other,
+}
+
+impl Signal {
+    /// The signal of an HTTP status (none: no response) and `Retry-After`.
+    pub fn of(success: bool, status: Option<u16>, retry_after: Option<Duration>) -> Self {
+        match status {
+            _ if success => Signal::Success,
+            Some(429 | 502 | 503 | 504) => Signal::Throttled(retry_after),
+            _ => Signal::Other,
+        }
+    }
+}
 
 struct Limit {
     size: u32,
@@ -28,6 +59,14 @@ struct Limit {
     last_progress: Instant,
     /// When the last parked task is due back.
     parked_until: Option<Instant>,
+    /// Permits it may use now: `size`, or fewer after throttling answers.
+    effective: u32,
+    /// Permits still to be taken out of use as they come back.
+    debt: u32,
+    /// No request before this (a throttling answer).
+    paused_until: Option<Instant>,
+    /// The subscription's rate limit, and its bucket.
+    rate: Option<(RateLimit, Arc<Bucket>)>,
 }
 
 impl Limit {
@@ -40,6 +79,33 @@ impl Limit {
             mean_secs: 0.0,
             last_progress: Instant::now(),
             parked_until: None,
+            effective: size,
+            debt: 0,
+            paused_until: None,
+            rate: None,
+        }
+    }
+
+    fn resize(&mut self, size: u32) {
+        self.size = size;
+        self.semaphore = Arc::new(Semaphore::new(size as usize));
+        self.effective = size;
+        self.debt = 0;
+    }
+
+    /// The bucket for `rate`, made anew when the rate changed.
+    fn bucket(&mut self, rate: RateLimit) -> Arc<Bucket> {
+        match &self.rate {
+            Some((current, bucket)) if *current == rate => bucket.clone(),
+            _ => {
+                let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
+                let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
+                let bucket = Arc::new(Bucket::direct(
+                    governor::Quota::per_second(per_second).allow_burst(burst),
+                ));
+                self.rate = Some((rate, bucket.clone()));
+                bucket
+            }
         }
     }
 
@@ -85,8 +151,7 @@ impl InFlightLimits {
             .entry(subscription_id.to_owned())
             .and_modify(|limit| {
                 if limit.size != size {
-                    limit.size = size;
-                    limit.semaphore = Arc::new(Semaphore::new(size as usize));
+                    limit.resize(size);
                 }
             })
             .or_insert_with(|| Limit::new(size));
@@ -104,6 +169,81 @@ impl InFlightLimits {
             .expect("limit semaphores are never closed");
         waiting.fetch_sub(1, Ordering::Relaxed);
         permit
+    }
+
+    /// Waits until `subscription_id` may send: past any pause a throttling
+    /// answer asked for, and within its `rate` limit. Called with the
+    /// subscription's own permit and before a shared slot is taken, so a
+    /// throttled subscription waits holding only its own capacity.
+    pub async fn pace(&self, subscription_id: &str, rate: Option<RateLimit>) {
+        loop {
+            let (paused_until, bucket) = {
+                let mut map = self.limits.lock().expect("limits lock");
+                let Some(limit) = map.get_mut(subscription_id) else {
+                    return;
+                };
+                (limit.paused_until, rate.map(|rate| limit.bucket(rate)))
+            };
+            match paused_until {
+                Some(until) if until > Instant::now() => {
+                    tokio::time::sleep_until(until.into()).await;
+                    // A later throttling answer may have pushed it further.
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(bucket) = bucket {
+                bucket.until_ready().await;
+            }
+            return;
+        }
+    }
+
+    /// Gives back the own `permit` of a request to `subscription_id` that
+    /// ended as `signal`, adapting how many it may have in flight.
+    pub fn settle(&self, subscription_id: &str, permit: OwnedSemaphorePermit, signal: Signal) {
+        let mut map = self.limits.lock().expect("limits lock");
+        let Some(limit) = map.get_mut(subscription_id) else {
+            return;
+        };
+        // A permit of a semaphore replaced since (the limit changed) just
+        // goes back to the old one.
+        let current = Arc::ptr_eq(permit.semaphore(), &limit.semaphore);
+        match signal {
+            Signal::Throttled(retry_after) => {
+                let pause = retry_after
+                    .unwrap_or(THROTTLE_PAUSE)
+                    .min(THROTTLE_PAUSE_MAX);
+                let until = Instant::now() + pause;
+                limit.paused_until = Some(limit.paused_until.map_or(until, |u| u.max(until)));
+                if current {
+                    let halved = (limit.effective / 2).max(1);
+                    limit.debt += limit.effective - halved;
+                    limit.effective = halved;
+                    let forgotten = limit.semaphore.forget_permits(limit.debt as usize);
+                    limit.debt -= forgotten as u32;
+                }
+            }
+            Signal::Success if current && limit.effective < limit.size => {
+                limit.effective += 1;
+                if limit.debt > 0 {
+                    limit.debt -= 1;
+                } else {
+                    limit.semaphore.add_permits(1);
+                }
+            }
+            Signal::Success | Signal::Other => {}
+        }
+        if current && limit.debt > 0 {
+            limit.debt -= 1;
+            permit.forget();
+        }
+    }
+
+    /// Requests `subscription_id` may have in flight now.
+    pub fn effective(&self, subscription_id: &str) -> Option<u32> {
+        let map = self.limits.lock().expect("limits lock");
+        map.get(subscription_id).map(|limit| limit.effective)
     }
 
     /// A place for one more task of `subscription_id` (limit `size`) handed
@@ -249,6 +389,78 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(100), limits.acquire("fast", 1)).await;
         assert!(other.is_ok());
         assert_eq!(limits.waiting("fast"), 0);
+    }
+
+    #[tokio::test]
+    async fn throttling_halves_the_in_flight_limit_and_successes_restore_it() {
+        let limits = InFlightLimits::default();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(limits.acquire("s", 8).await);
+        }
+        // A 429 with all 8 in flight: 4 may be in flight from now on, so
+        // four of the permits coming back are taken out of use.
+        limits.settle("s", held.pop().unwrap(), Signal::Throttled(None));
+        assert_eq!(limits.effective("s"), Some(4));
+        for permit in held.drain(..) {
+            limits.settle("s", permit, Signal::Other);
+        }
+        let mut again = Vec::new();
+        for _ in 0..4 {
+            again.push(limits.acquire("s", 8).await);
+        }
+        let fifth = tokio::time::timeout(Duration::from_millis(50), limits.acquire("s", 8)).await;
+        assert!(fifth.is_err(), "only 4 in flight after a throttling answer");
+        // Each success gives one back.
+        limits.settle("s", again.pop().unwrap(), Signal::Success);
+        assert_eq!(limits.effective("s"), Some(5));
+        let mut back = Vec::new();
+        for _ in 0..2 {
+            back.push(
+                tokio::time::timeout(Duration::from_secs(1), limits.acquire("s", 8))
+                    .await
+                    .expect("5 in flight after one success"),
+            );
+        }
+        drop(back);
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_subscription_pauses_for_its_retry_after() {
+        let limits = InFlightLimits::default();
+        let permit = limits.acquire("s", 4).await;
+        limits.settle(
+            "s",
+            permit,
+            Signal::Throttled(Some(Duration::from_millis(300))),
+        );
+        let started = Instant::now();
+        limits.pace("s", None).await;
+        assert!(started.elapsed() >= Duration::from_millis(290));
+        let started = Instant::now();
+        limits.pace("other", None).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_spaces_requests_after_the_burst() {
+        let limits = InFlightLimits::default();
+        drop(limits.acquire("s", 4).await);
+        let rate = RateLimit {
+            per_second: 20,
+            burst: 2,
+        };
+        let started = Instant::now();
+        for _ in 0..6 {
+            limits.pace("s", Some(rate)).await;
+        }
+        // Two at once, then one every 50 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -98,6 +98,7 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.max_in_flight = spec.max_in_flight;
     sub.retry_policy = spec.retry_policy;
     sub.circuit = spec.circuit;
+    sub.rate_limit = spec.rate_limit;
     sub.batch = spec.batch;
 }
 
@@ -124,6 +125,10 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
             .timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok()),
         max_in_flight: sub.max_in_flight.unwrap_or(0),
+        rate_limit: sub.rate_limit.map(|r| pb::RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        }),
         circuit: sub.circuit.as_ref().map(|c| pb::CircuitSpec {
             failing_after: c.failing_after.unwrap_or(0),
             open_after: c.open_after.unwrap_or(0),
@@ -206,6 +211,7 @@ impl Subscriptions for SubscriptionService {
             max_in_flight: None,
             retry_policy: None,
             circuit: None,
+            rate_limit: None,
             batch: None,
             secrets: vec![StoredSecret {
                 secret: secret.clone(),

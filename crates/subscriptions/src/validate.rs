@@ -28,6 +28,7 @@ pub struct Spec {
     pub max_in_flight: Option<u32>,
     pub retry_policy: Option<RetryPolicy>,
     pub circuit: Option<hookrelay_core::circuit::CircuitSpec>,
+    pub rate_limit: Option<hookrelay_core::subscription::RateLimit>,
     pub batch: Option<hookrelay_core::subscription::BatchSpec>,
 }
 
@@ -97,6 +98,31 @@ impl InFlightBounds {
         }
         Ok(())
     }
+}
+
+const MAX_RATE: u32 = 100_000;
+
+fn rate_limit(limit: &pb::RateLimit) -> Result<hookrelay_core::subscription::RateLimit, ApiError> {
+    if limit.per_second == 0 || limit.per_second > MAX_RATE {
+        return Err(ApiError::invalid(
+            "subscription.rate_limit.per_second",
+            format!("must be between 1 and {MAX_RATE}"),
+        ));
+    }
+    if limit.burst > MAX_RATE {
+        return Err(ApiError::invalid(
+            "subscription.rate_limit.burst",
+            format!("at most {MAX_RATE} (0: one second's worth)"),
+        ));
+    }
+    Ok(hookrelay_core::subscription::RateLimit {
+        per_second: limit.per_second,
+        burst: if limit.burst == 0 {
+            limit.per_second
+        } else {
+            limit.burst
+        },
+    })
 }
 
 /// A subscription's own circuit thresholds; zero and absent fields are the
@@ -189,6 +215,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
     };
     let retry_policy = crate::retry_policy::from_proto(sub.retry_policy.as_ref())?;
     let circuit = sub.circuit.as_ref().map(circuit_spec).transpose()?;
+    let rate_limit = sub.rate_limit.as_ref().map(rate_limit).transpose()?;
     let batch = crate::batch_spec::from_proto(sub.batch.as_ref())?;
     if request.envelope == hookrelay_core::subscription::Envelope::ChangesBatch && batch.is_none() {
         return Err(ApiError::invalid(
@@ -231,6 +258,7 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         max_in_flight,
         retry_policy,
         circuit,
+        rate_limit,
         batch,
     })
 }

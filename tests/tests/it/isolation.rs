@@ -182,3 +182,65 @@ async fn sixteen_hung_subscriptions_at_the_defaults_do_not_slow_another_tenant()
     }
     tenant_b_is_served_beside(&hr, &hung).await;
 }
+
+#[tokio::test]
+async fn a_rate_limited_subscription_is_sent_no_faster_than_its_rate() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let mut sub = subscription("acme", &receiver.url("/paced"), &["load.*"]);
+    sub.rate_limit = Some(hookrelay_proto::v1::RateLimit {
+        per_second: 5,
+        burst: 1,
+    });
+    let (created, _) = hr.create(sub).await;
+    assert_eq!(
+        created.rate_limit,
+        Some(hookrelay_proto::v1::RateLimit {
+            per_second: 5,
+            burst: 1
+        })
+    );
+    for n in 0..11 {
+        hr.publish(
+            "acme",
+            "load.tick",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    let received = receiver.wait_for(11, Duration::from_secs(30)).await;
+    let first = received.iter().map(|r| r.at).min().unwrap();
+    let last = received.iter().map(|r| r.at).max().unwrap();
+    // One every 200 ms after the first: ten intervals.
+    assert!(
+        last - first >= Duration::from_millis(1900),
+        "11 requests at 5/s arrived within {:?}",
+        last - first
+    );
+}
+
+#[tokio::test]
+async fn a_throttling_answer_pauses_the_subscription_for_its_retry_after() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    receiver.push(Reply::status(429).header("retry-after", "1"));
+    let mut sub = subscription("acme", &receiver.url("/busy"), &["load.*"]);
+    sub.max_in_flight = 1;
+    sub.retry_policy = crate::retries::schedule(&[10, 10, 10]);
+    hr.create(sub).await;
+    for n in 0..4 {
+        hr.publish(
+            "acme",
+            "load.tick",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    // The 429, then each of the four events delivered (one of them again).
+    let received = receiver.wait_for(5, Duration::from_secs(30)).await;
+    let gap = received[1].at - received[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "the next request came {gap:?} after a 429 with Retry-After: 1"
+    );
+}

@@ -131,6 +131,11 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
             Code::InvalidArgument,
             "subscription.circuit.open_after: must be at least failing_after (5)",
         ),
+        (
+            pb::Subscription { rate_limit: Some(pb::RateLimit { per_second: 0, burst: 5 }), ..ok() },
+            Code::InvalidArgument,
+            "subscription.rate_limit.per_second: must be between 1 and 100000",
+        ),
     ]);
     for (sub, code, message) in cases {
         let status = create_err(&hr, sub).await;

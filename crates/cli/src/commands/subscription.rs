@@ -91,6 +91,12 @@ pub struct Fields {
     pub timeout: Option<std::time::Duration>,
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Requests per second at most (token bucket).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Requests at once within --rate-limit (default: one second's worth).
+    #[arg(long, requires = "rate_limit")]
+    pub burst: Option<u32>,
     /// Failed attempts in a row that mark the endpoint failing (0: the
     /// server's `dispatcher.circuit.failing_after`).
     #[arg(long)]
@@ -215,6 +221,12 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
     }
     if let Some(max) = fields.max_in_flight {
         sub.max_in_flight = max;
+    }
+    if let Some(per_second) = fields.rate_limit {
+        sub.rate_limit = Some(pb::RateLimit {
+            per_second,
+            burst: fields.burst.unwrap_or(0),
+        });
     }
     if fields.failing_after.is_some()
         || fields.open_after.is_some()
