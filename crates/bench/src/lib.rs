@@ -72,6 +72,9 @@ pub enum Scenario {
     /// Events of 64 KiB, 512 KiB and the largest NATS takes, each to 100
     /// subscriptions: MB/s delivered, peak RSS, bodies intact.
     Large,
+    /// A subscription whose circuit is open: CPU per event held, next to a
+    /// delivery's.
+    Circuit,
     /// No hookrelay: what one JetStream hop and one bare HTTP request cost,
     /// the least CPU any delivery needs on this machine.
     Floor,
@@ -143,6 +146,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Retries,
                 Scenario::Batching,
                 Scenario::Large,
+                Scenario::Circuit,
                 Scenario::Floor,
             ],
             one => vec![one],
@@ -159,6 +163,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Batching => scenarios::batching(&opts).await?,
             Scenario::Large => scenarios::large(&opts).await?,
             Scenario::Floor => scenarios::floor(&opts).await?,
+            Scenario::Circuit => scenarios::circuit(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

@@ -41,6 +41,8 @@ pub struct Stats {
     pub ok: AtomicU64,
     /// Requests that arrived on `/hang`.
     pub hung: AtomicU64,
+    /// Requests answered 503 on `/fail`.
+    pub failed: AtomicU64,
     /// Changes counted in `/batch` bodies, and the requests that held them.
     pub changes: AtomicU64,
     pub batches: AtomicU64,
@@ -66,6 +68,7 @@ impl Stats {
         Self {
             ok: AtomicU64::new(0),
             hung: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             changes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             ceiling: AtomicU64::new(0),
@@ -173,6 +176,11 @@ async fn handle(
     } else if path.starts_with("/hang") {
         stats.hung.fetch_add(1, Ordering::Relaxed);
         std::future::pending::<()>().await;
+    } else if path.starts_with("/fail") {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(response);
     } else if path.starts_with("/ceiling") {
         stats.ceiling.fetch_add(1, Ordering::Relaxed);
     } else if path.starts_with("/batch") {

@@ -208,3 +208,13 @@ fn floor_reports_the_cost_of_a_hop_and_of_a_request() {
         "{report}"
     );
 }
+
+#[test]
+fn circuit_compares_an_open_circuit_with_a_delivery() {
+    let report = run("circuit");
+    cpu_per_delivery(&report, "alone_");
+    cpu_per_delivery(&report, "beside_open_");
+    figure(&report, "open_circuit_adds_cpu_ms_per_delivery_hookrelay");
+    figure(&report, "requests_while_open");
+    common(&report);
+}

@@ -289,16 +289,21 @@ impl Circuits {
         }
     }
 
-    /// Holds a task (its retry-schedule `member`) until the circuit closes.
-    pub async fn hold(&self, subscription_id: &str, member: &str) -> redis::RedisResult<()> {
+    /// Holds tasks (each a subscription and its retry-schedule member)
+    /// until their circuits close, in one round trip.
+    pub async fn hold(&self, held: &[(&str, String)]) -> redis::RedisResult<()> {
+        let now = Utc::now().timestamp_millis();
+        let mut pipe = redis::pipe();
+        for (subscription_id, member) in held {
+            pipe.cmd("ZADD")
+                .arg(self.keys.held(subscription_id))
+                .arg("NX")
+                .arg(now)
+                .arg(member)
+                .ignore();
+        }
         let mut redis = self.redis.clone();
-        redis::cmd("ZADD")
-            .arg(self.keys.held(subscription_id))
-            .arg("NX")
-            .arg(Utc::now().timestamp_millis())
-            .arg(member)
-            .query_async(&mut redis)
-            .await
+        pipe.query_async(&mut redis).await
     }
 
     /// Moves every held task of `subscription_id` back into the schedule,

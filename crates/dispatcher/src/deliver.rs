@@ -50,6 +50,17 @@ fn body_kib(event: &Event) -> u32 {
     kib.min(BODY_BUDGET_KIB)
 }
 
+/// The schedule member a held task waits as. Counted like a park: each
+/// hold is a new member, so when it comes back out its msg-id is not one
+/// JetStream dropped as a duplicate.
+fn held_member(task: &DeliveryTask) -> String {
+    RetryEntry {
+        parked: task.parked + 1,
+        ..RetryEntry::of(task)
+    }
+    .member()
+}
+
 /// What follows an attempt.
 enum After {
     Done,
@@ -423,14 +434,8 @@ impl Dispatcher {
     /// Holds a task of a subscription whose circuit is open, as the same
     /// attempt, until a probe succeeds.
     async fn hold(&self, lease: Lease, task: &DeliveryTask) {
-        // Counted like a park: each hold is a new member, so when it comes
-        // back out its msg-id is not one JetStream dropped as a duplicate.
-        let member = RetryEntry {
-            parked: task.parked + 1,
-            ..RetryEntry::of(task)
-        }
-        .member();
-        match self.circuits.hold(&task.subscription_id, &member).await {
+        let held = [(task.subscription_id.as_str(), held_member(task))];
+        match self.circuits.hold(&held).await {
             Ok(()) => {
                 self.transients.recovered(COMPONENT, Dependency::Redis);
                 self.metrics.held.inc();

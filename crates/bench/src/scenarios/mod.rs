@@ -24,7 +24,7 @@ mod floor;
 mod large;
 mod retries;
 
-pub use delivery::{batching, fanout, isolation, latency, throughput};
+pub use delivery::{batching, circuit, fanout, isolation, latency, throughput};
 pub use floor::floor;
 pub use large::large;
 pub use retries::retries;
@@ -160,6 +160,38 @@ impl Run {
                 bail!("{what}: hookrelay stopped at {} MiB resident", rss >> 20);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the counter `name` on hookrelay's `/metrics` reaches
+    /// `at_least`; returns its value.
+    async fn wait_metric(&mut self, name: &str, at_least: u64) -> anyhow::Result<u64> {
+        let url = format!("http://{}/metrics", self.server.http);
+        let bar = bar(name, at_least);
+        let mut last = (0, Instant::now());
+        loop {
+            let text = reqwest::get(&url).await?.text().await?;
+            let value = text
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0) as u64;
+            bar.set_position(value.min(at_least));
+            if value >= at_least {
+                bar.finish_and_clear();
+                return Ok(value);
+            }
+            if value != last.0 {
+                last = (value, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                bail!("{name}: stalled at {value} of {at_least}");
+            }
+            self.server.check_alive()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
