@@ -211,9 +211,14 @@ impl InFlightLimits {
         let current = Arc::ptr_eq(permit.semaphore(), &limit.semaphore);
         match signal {
             Signal::Throttled(retry_after) => {
-                let pause = retry_after
-                    .unwrap_or(THROTTLE_PAUSE)
-                    .min(THROTTLE_PAUSE_MAX);
+                // A `Retry-After` is honoured by the retry it schedules
+                // (within 1x to 2x of the policy's delay); without one, the
+                // whole subscription pauses a moment.
+                let pause = match retry_after {
+                    Some(_) => Duration::ZERO,
+                    None => THROTTLE_PAUSE,
+                }
+                .min(THROTTLE_PAUSE_MAX);
                 let until = Instant::now() + pause;
                 limit.paused_until = Some(limit.paused_until.map_or(until, |u| u.max(until)));
                 if current {
@@ -427,17 +432,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_throttled_subscription_pauses_for_its_retry_after() {
+    async fn a_throttled_subscription_without_retry_after_pauses_a_second() {
         let limits = InFlightLimits::default();
         let permit = limits.acquire("s", 4).await;
-        limits.settle(
-            "s",
-            permit,
-            Signal::Throttled(Some(Duration::from_millis(300))),
-        );
+        limits.settle("s", permit, Signal::Throttled(None));
         let started = Instant::now();
         limits.pace("s", None).await;
-        assert!(started.elapsed() >= Duration::from_millis(290));
+        assert!(started.elapsed() >= Duration::from_millis(990));
         let started = Instant::now();
         limits.pace("other", None).await;
         assert!(started.elapsed() < Duration::from_millis(50));

@@ -127,6 +127,7 @@ fn role_process(env: &TestEnv, role: &str) -> Child {
         .env("HOOKRELAY_SERVER__HTTP_LISTEN", "127.0.0.1:0")
         .env("HOOKRELAY_DISPATCHER__DEFAULT_TIMEOUT", "1s")
         .env("HOOKRELAY_DISPATCHER__ACK_WAIT", "3s")
+        .env("HOOKRELAY_DISPATCHER__CIRCUIT__OPEN_AFTER", "1000000")
         .env("HOOKRELAY_TELEMETRY__LEVEL", "error")
         .env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", r#"["127.0.0.0/8"]"#)
         .stdout(Stdio::null())

@@ -220,10 +220,10 @@ async fn a_rate_limited_subscription_is_sent_no_faster_than_its_rate() {
 }
 
 #[tokio::test]
-async fn a_throttling_answer_pauses_the_subscription_for_its_retry_after() {
+async fn a_throttling_answer_without_retry_after_pauses_the_subscription() {
     let hr = Harness::start().await;
     let receiver = Receiver::start().await;
-    receiver.push(Reply::status(429).header("retry-after", "1"));
+    receiver.push(Reply::status(429));
     let mut sub = subscription("acme", &receiver.url("/busy"), &["load.*"]);
     sub.max_in_flight = 1;
     sub.retry_policy = crate::retries::schedule(&[10, 10, 10]);
@@ -241,6 +241,6 @@ async fn a_throttling_answer_pauses_the_subscription_for_its_retry_after() {
     let gap = received[1].at - received[0].at;
     assert!(
         gap >= Duration::from_millis(950),
-        "the next request came {gap:?} after a 429 with Retry-After: 1"
+        "the next request came {gap:?} after a 429"
     );
 }
