@@ -42,6 +42,7 @@ pub fn subscription_json(sub: &pb::Subscription) -> Value {
         "batch": sub.batch.as_ref().map(|_| batch(sub)),
         "timeout": sub.timeout.map(|d| humantime::format_duration(std::time::Duration::try_from(d).unwrap_or_default()).to_string()),
         "max_in_flight": sub.max_in_flight,
+        "ordering": if sub.ordering == pb::Ordering::Fifo as i32 { "fifo" } else { "any" },
         "rate_limit": sub.rate_limit.as_ref().map(|r| json!({"per_second": r.per_second, "burst": r.burst})),
         "circuit": sub.circuit.as_ref().map(|c| json!({
             "failing_after": c.failing_after,

@@ -52,6 +52,8 @@ async fn create_publish_and_see_the_attempt() {
             "0s",
             "--rate-limit",
             "50",
+            "--ordering",
+            "fifo",
         ],
     )
     .await;
@@ -70,6 +72,7 @@ async fn create_publish_and_see_the_attempt() {
         .unwrap()
         .to_owned();
     assert_eq!(listed["subscriptions"][0]["name"], "CRM");
+    assert_eq!(listed["subscriptions"][0]["ordering"], "fifo");
     assert_eq!(
         listed["subscriptions"][0]["circuit"],
         serde_json::json!({"failing_after": 0, "open_after": 20, "disable_after": "0s"})

@@ -38,6 +38,25 @@ impl SuccessRule {
     }
 }
 
+/// The order a subscription's deliveries go out in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrder {
+    /// Concurrently, up to `max_in_flight`; a retry does not hold back
+    /// later events.
+    #[default]
+    Any,
+    /// One request in flight, in stream order: a failing event holds back
+    /// the later ones until it succeeds or is given up.
+    Fifo,
+}
+
+impl DeliveryOrder {
+    pub fn is_any(&self) -> bool {
+        *self == DeliveryOrder::Any
+    }
+}
+
 /// HTTP method of a delivery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -180,6 +199,9 @@ pub struct Subscription {
     /// This subscription's own endpoint-health thresholds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit: Option<crate::circuit::CircuitSpec>,
+    /// Whether deliveries go out one at a time in stream order.
+    #[serde(default, skip_serializing_if = "DeliveryOrder::is_any")]
+    pub ordering: DeliveryOrder,
     pub secrets: Vec<StoredSecret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -13,7 +13,7 @@ use hookrelay_core::event::Event;
 use hookrelay_core::failure::{Dependency, FailureKind};
 use hookrelay_core::retry::{self, Next};
 use hookrelay_core::signing::webhook_id;
-use hookrelay_core::subscription::Subscription;
+use hookrelay_core::subscription::{DeliveryOrder, Subscription};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::circuit::{Admit, Change};
@@ -61,6 +61,10 @@ fn held_member(task: &DeliveryTask) -> String {
     .member()
 }
 
+/// How long the head of an ordered queue waits when it may not go now
+/// (an open circuit probes at most this often anyway).
+const HEAD_HELD_BACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What follows an attempt.
 enum After {
     Done,
@@ -93,6 +97,15 @@ impl Dispatcher {
                 return lease.retry().await;
             }
         };
+        // An ordered subscription's task that came another way (a retry
+        // scheduled before it was ordered, a redelivery) joins its queue.
+        if subscription
+            .as_ref()
+            .is_some_and(|s| s.ordering == DeliveryOrder::Fifo)
+            && !lease.is_ordered()
+        {
+            return self.enqueue_ordered(&task, lease).await;
+        }
         let Some((event, lease)) = self.event(&task, subscription.as_deref(), lease).await else {
             return;
         };
@@ -110,10 +123,13 @@ impl Dispatcher {
         };
         // Stored before the tenant cap existed, a subscription may ask for
         // more than its tenant may hold: it gets the cap.
-        let limit = subscription
-            .max_in_flight
-            .unwrap_or(self.config.dispatcher.default_max_in_flight)
-            .min(self.config.limits.max_in_flight_per_tenant);
+        let limit = match lease.is_ordered() {
+            true => 1,
+            false => subscription
+                .max_in_flight
+                .unwrap_or(self.config.dispatcher.default_max_in_flight)
+                .min(self.config.limits.max_in_flight_per_tenant),
+        };
         // Held until the task is done: a tenant's tasks in memory stay
         // bounded however many of its endpoints hang.
         let in_hand = self.fair.enter(&subscription.tenant, WAITING_PER_SLOT);
@@ -127,6 +143,10 @@ impl Dispatcher {
             return self.park(lease, &task).await;
         }
         if self.circuits.machine.admit(&subscription.id, Utc::now()) == Admit::Hold {
+            if lease.is_ordered() {
+                // The head waits for the probe, ahead of the rest.
+                return lease.held_back(HEAD_HELD_BACK).await;
+            }
             return self.hold(lease, &task).await;
         }
         let kib = body_kib(&event);
@@ -259,7 +279,13 @@ impl Dispatcher {
             After::GiveUp(GiveUp::Invalid)
         } else {
             match self
-                .after_failure(&subscription, &task, &result, started_at)
+                .after_failure(
+                    &subscription,
+                    &task,
+                    &result,
+                    started_at,
+                    lease.is_ordered(),
+                )
                 .await
             {
                 Ok(after) => {
@@ -282,7 +308,21 @@ impl Dispatcher {
                 }
             }
         };
-        let record = self.record(&task, &event, request, &result, started_at, after);
+        let mut record = self.record(&task, &event, request, &result, started_at, after);
+        if let Lease::Ordered { late_after, .. } = &lease {
+            if let Some(later) = late_after {
+                record.reason = format!(
+                    "{}; out of stream order: event seq {} arrived after seq {later} had been sent",
+                    record.reason, task.seq
+                );
+            }
+            if record.give_up.is_some() {
+                record.reason = format!(
+                    "{}; ordered delivery moves on to the subscription's next event",
+                    record.reason
+                );
+            }
+        }
         self.conclude(lease, &task, record).await;
     }
 
@@ -371,6 +411,7 @@ impl Dispatcher {
         task: &DeliveryTask,
         result: &SendResult,
         started_at: DateTime<Utc>,
+        ordered: bool,
     ) -> Result<After, redis::RedisError> {
         let status = result.response.as_ref().map(|r| r.status);
         if let Err(give_up) = retry::retryable(result.outcome, status) {
@@ -393,6 +434,10 @@ impl Dispatcher {
             Next::RetryIn(delay) => {
                 let delay = retry::clamp_retry_after(delay, result.retry_after);
                 let due = now + delay;
+                if ordered {
+                    // Its queue holds it, ahead of the rest (`ordered.rs`).
+                    return Ok(After::RetryAt(due));
+                }
                 let entry = RetryEntry {
                     attempt: task.attempt + 1,
                     first_attempt_ms: first_attempt_at.timestamp_millis(),
@@ -409,13 +454,16 @@ impl Dispatcher {
     /// Parks a task of a saturated subscription in the schedule, as the same
     /// attempt, so it waits in Redis rather than in the consumer's window.
     async fn park(&self, lease: Lease, task: &DeliveryTask) {
+        let park_for = self
+            .limits
+            .park_for(&task.subscription_id, std::time::Instant::now());
+        if lease.is_ordered() {
+            return lease.held_back(park_for.max(HEAD_HELD_BACK)).await;
+        }
         let entry = RetryEntry {
             parked: task.parked + 1,
             ..RetryEntry::of(task)
         };
-        let park_for = self
-            .limits
-            .park_for(&task.subscription_id, std::time::Instant::now());
         let due = Utc::now() + chrono::Duration::from_std(park_for).unwrap_or_default();
         match self.schedule.add(&entry, due).await {
             Ok(()) => {
@@ -627,7 +675,7 @@ impl Dispatcher {
         match self.publish_record(&mut record).await {
             Ok(()) => {
                 self.transients.recovered(COMPONENT, Dependency::Nats);
-                lease.done().await
+                lease.attempted(record.next_attempt_at).await
             }
             Err(error) => {
                 self.transients.failed(COMPONENT, Dependency::Nats);

@@ -23,6 +23,20 @@ pub enum Settled {
     Spill,
 }
 
+/// How the head of an ordered queue ended, as its driver hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ordered {
+    /// Delivered or given up, its attempt record stored: the next one goes.
+    Done,
+    /// Failed; the next attempt is due then.
+    RetryAt(chrono::DateTime<chrono::Utc>),
+    /// A dependency failed: the same attempt again after a backoff.
+    Later,
+    /// Not sent (open circuit, tenant at its cap): the same attempt after
+    /// this long.
+    HeldBack(Duration),
+}
+
 /// The holder of one task. (An acker carries a JetStream context, but a
 /// lease lives once per delivery and moves a few times: boxing it would
 /// cost an allocation.)
@@ -33,6 +47,13 @@ pub(crate) enum Lease {
     Stream { acker: Acker, delivered: i64 },
     /// Handed over in process by the ingestor.
     Local(oneshot::Sender<Settled>),
+    /// The head of an ordered queue (`ordered.rs`), sent by the queue's
+    /// driver, which settles it in Redis. `late_after`: a later event of
+    /// the subscription (this sequence) went out before this one arrived.
+    Ordered {
+        settled: oneshot::Sender<Ordered>,
+        late_after: Option<u64>,
+    },
 }
 
 impl Lease {
@@ -53,7 +74,37 @@ impl Lease {
             Lease::Local(settled) => {
                 let _ = settled.send(Settled::Done);
             }
+            Lease::Ordered { settled, .. } => {
+                let _ = settled.send(Ordered::Done);
+            }
         }
+    }
+
+    /// An attempt was made and recorded; `next_attempt_at` when it is to
+    /// be retried (already scheduled, unless this is an ordered head).
+    pub(crate) async fn attempted(self, next_attempt_at: Option<chrono::DateTime<chrono::Utc>>) {
+        match (self, next_attempt_at) {
+            (Lease::Ordered { settled, .. }, Some(at)) => {
+                let _ = settled.send(Ordered::RetryAt(at));
+            }
+            (lease, _) => lease.done().await,
+        }
+    }
+
+    /// An ordered head that was not sent now: it waits `wait`, ahead of
+    /// the rest. (Only for [`Lease::Ordered`]; any other lease is done.)
+    pub(crate) async fn held_back(self, wait: Duration) {
+        match self {
+            Lease::Ordered { settled, .. } => {
+                let _ = settled.send(Ordered::HeldBack(wait));
+            }
+            lease => lease.done().await,
+        }
+    }
+
+    /// Whether this is the head of an ordered queue.
+    pub(crate) fn is_ordered(&self) -> bool {
+        matches!(self, Lease::Ordered { .. })
     }
 
     /// A transient failure: try the task again later, never at a fixed
@@ -67,6 +118,9 @@ impl Lease {
             }
             Lease::Local(settled) => {
                 let _ = settled.send(Settled::Spill);
+            }
+            Lease::Ordered { settled, .. } => {
+                let _ = settled.send(Ordered::Later);
             }
         }
     }
@@ -82,7 +136,7 @@ impl Lease {
     ) -> T {
         match self {
             Lease::Stream { acker, .. } => keep_alive(acker, ack_wait, work).await,
-            Lease::Local(_) => work.await,
+            Lease::Local(_) | Lease::Ordered { .. } => work.await,
         }
     }
 }

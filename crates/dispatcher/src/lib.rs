@@ -15,6 +15,7 @@ mod handoff;
 mod lease;
 pub mod limits;
 pub mod metrics;
+pub mod ordered;
 pub mod request;
 pub mod schedule;
 mod scheduler;
@@ -61,6 +62,8 @@ pub struct Dispatcher {
     fair: Arc<fair::FairGate>,
     /// Endpoint health per subscription.
     circuits: circuit::Circuits,
+    /// Queues of subscriptions delivered in order.
+    ordered: Arc<ordered::OrderedQueues>,
     /// Hand-overs in progress, at most the global concurrency.
     handoffs: Arc<Semaphore>,
     /// KiB of request bodies being rendered or sent.
@@ -80,6 +83,8 @@ pub struct Parts {
     pub index: Arc<SubscriptionIndex>,
     pub bucket: kv::Store,
     pub schedule: RetrySchedule,
+    /// Shared with the ingestor of this process, which fills them.
+    pub ordered: Arc<ordered::OrderedQueues>,
     pub sender: Sender,
     pub metrics: Metrics,
     /// Up while the delivery consumer runs.
@@ -105,6 +110,7 @@ impl Dispatcher {
         );
         Arc::new(Self {
             circuits,
+            ordered: parts.ordered,
             config: parts.config,
             index: parts.index,
             bucket: parts.bucket,

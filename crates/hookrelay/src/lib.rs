@@ -231,8 +231,15 @@ pub async fn run_with(
         None
     };
     let transients = hookrelay_core::failure::Transients::register(&registry, &health)?;
-    let dispatcher = match (role.runs(Role::Dispatcher), &redis) {
-        (true, Some(redis)) => Some(Dispatcher::new(hookrelay_dispatcher::Parts {
+    let ordered = redis.as_ref().map(|redis| {
+        Arc::new(hookrelay_dispatcher::ordered::OrderedQueues::new(
+            &config.names(),
+            redis.clone(),
+        ))
+    });
+    let dispatcher = match (role.runs(Role::Dispatcher), &redis, &ordered) {
+        (true, Some(redis), Some(ordered)) => Some(Dispatcher::new(hookrelay_dispatcher::Parts {
+            ordered: ordered.clone(),
             config: config.clone(),
             js: js.clone(),
             index: index.clone(),
@@ -249,8 +256,10 @@ pub async fn run_with(
         })),
         _ => None,
     };
-    if let (true, Some(redis)) = (role.runs(Role::Ingestor), &redis) {
+    if let (true, Some(redis), Some(ordered)) = (role.runs(Role::Ingestor), &redis, &ordered) {
         let ingestor = Arc::new(Ingestor {
+            ordered: ordered.clone(),
+            ordered_blocked: Default::default(),
             config: config.clone(),
             js: js.clone(),
             index: index.clone(),
@@ -268,6 +277,7 @@ pub async fn run_with(
     }
     if let Some(dispatcher) = dispatcher {
         tasks.spawn(dispatcher.clone().run_scheduler(work.clone()));
+        tasks.spawn(dispatcher.clone().run_ordered(work.clone()));
         tasks.spawn(dispatcher.run(work.clone()));
     }
     let mut attempt_index = None;

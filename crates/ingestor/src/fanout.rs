@@ -17,7 +17,7 @@ use hookrelay_core::event::{Event, EventError};
 use hookrelay_core::failure::FailureKind;
 use hookrelay_core::failure::{backoff, Dependency};
 use hookrelay_core::nats::{detach, max_message_bytes, publish_acked, publish_failure_kind};
-use hookrelay_core::subscription::Subscription;
+use hookrelay_core::subscription::{DeliveryOrder, Subscription};
 use hookrelay_dispatcher::{keep_alive, Settled};
 use tokio::sync::oneshot;
 
@@ -34,6 +34,9 @@ const HEADROOM: usize = 4096;
 const REDIS_WAIT: Duration = Duration::from_secs(5);
 /// The name transient failures are counted under.
 const COMPONENT: &str = "ingestor";
+/// The longest an ordered subscription's later events are given back
+/// while an earlier one could not be queued.
+const ORDER_BLOCK_MAX: Duration = Duration::from_secs(60);
 
 /// A delivery task to queue in DELIVERIES: its subject, dedup id and body.
 struct Queued {
@@ -120,9 +123,15 @@ impl Ingestor {
             }
             let (batched, direct): (Vec<_>, Vec<_>) =
                 matches.into_iter().partition(|s| s.batch.is_some());
-            // Changes first: while Redis is down the event comes back before
-            // any of its tasks was published, so none is published twice.
-            if !self.buffer_all(&batched, &event).await {
+            let (ordered, direct): (Vec<_>, Vec<_>) = direct
+                .into_iter()
+                .partition(|s| s.ordering == DeliveryOrder::Fifo);
+            // Changes and ordered queues first: while Redis is down the
+            // event comes back before any of its tasks was published, so
+            // none is published twice.
+            if !self.buffer_all(&batched, &event).await
+                || !self.queue_ordered(&ordered, seq, received_at).await
+            {
                 fates[i].failed = true;
                 continue;
             }
@@ -226,6 +235,67 @@ impl Ingestor {
             self.transients.recovered(COMPONENT, Dependency::Redis);
         }
         true
+    }
+
+    /// Queues the first attempt of event `seq` for each ordered
+    /// subscription, in the order events are read; false if one could not
+    /// be queued, or an earlier event of that subscription is still
+    /// waiting to be (the event is then tried again).
+    async fn queue_ordered(
+        &self,
+        ordered: &[Arc<Subscription>],
+        seq: u64,
+        received_at: chrono::DateTime<Utc>,
+    ) -> bool {
+        for subscription in ordered {
+            if self.overtakes(&subscription.id, seq) {
+                return false;
+            }
+            let task = DeliveryTask::first(&subscription.id, Source::Event, seq, received_at);
+            let queued =
+                tokio::time::timeout(REDIS_WAIT, self.ordered.enqueue(&subscription.id, &[&task]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::IoError,
+                            "no answer from Redis",
+                            format!("within {REDIS_WAIT:?}"),
+                        )))
+                    });
+            let mut blocked = self.ordered_blocked.lock().expect("not poisoned");
+            match queued {
+                Ok(()) => {
+                    blocked.remove(&subscription.id);
+                }
+                Err(error) => {
+                    self.transients.failed(COMPONENT, Dependency::Redis);
+                    tracing::warn!(subscription = %subscription.id, %error, "cannot queue an ordered delivery; the event will be tried again");
+                    let first = blocked
+                        .get(&subscription.id)
+                        .map_or(seq, |(s, _)| (*s).min(seq));
+                    blocked.insert(subscription.id.clone(), (first, std::time::Instant::now()));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether event `seq` would overtake an earlier one of the same
+    /// ordered subscription that could not be queued yet. (That event
+    /// comes back within the redelivery backoff; a block older than
+    /// [`ORDER_BLOCK_MAX`] is let go, lest a lost event stop the
+    /// subscription for good.)
+    fn overtakes(&self, subscription_id: &str, seq: u64) -> bool {
+        let mut blocked = self.ordered_blocked.lock().expect("not poisoned");
+        match blocked.get(subscription_id) {
+            Some((_, since)) if since.elapsed() > ORDER_BLOCK_MAX => {
+                blocked.remove(subscription_id);
+                false
+            }
+            Some((first, _)) => seq > *first,
+            None => false,
+        }
     }
 
     /// The DLQ entry of a message that is not an event: its body (cut to

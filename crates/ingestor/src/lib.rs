@@ -56,6 +56,14 @@ pub struct Ingestor {
     pub transients: Transients,
     /// Events waiting for their handed-over deliveries to settle.
     pub waiting: TaskTracker,
+    /// Queues of subscriptions delivered in order, filled here in stream
+    /// order.
+    pub ordered: Arc<hookrelay_dispatcher::ordered::OrderedQueues>,
+    /// Ordered subscriptions whose task for an event could not be queued
+    /// (that event's sequence, and when): their later events are given
+    /// back too until it is queued, so they cannot overtake it.
+    pub ordered_blocked:
+        std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
 }
 
 impl Ingestor {

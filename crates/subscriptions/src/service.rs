@@ -99,12 +99,13 @@ fn apply(sub: &mut Subscription, spec: Spec) {
     sub.retry_policy = spec.retry_policy;
     sub.circuit = spec.circuit;
     sub.rate_limit = spec.rate_limit;
+    sub.ordering = spec.ordering;
     sub.batch = spec.batch;
 }
 
 /// The API view of a stored subscription (secrets never leave here).
 pub fn to_proto(sub: &Subscription) -> pb::Subscription {
-    use hookrelay_core::subscription::SuccessRule;
+    use hookrelay_core::subscription::{DeliveryOrder, SuccessRule};
     pb::Subscription {
         id: sub.id.clone(),
         tenant: sub.tenant.clone(),
@@ -125,6 +126,10 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
             .timeout
             .and_then(|t| prost_types::Duration::try_from(t).ok()),
         max_in_flight: sub.max_in_flight.unwrap_or(0),
+        ordering: match sub.ordering {
+            DeliveryOrder::Any => pb::Ordering::Unspecified,
+            DeliveryOrder::Fifo => pb::Ordering::Fifo,
+        } as i32,
         rate_limit: sub.rate_limit.map(|r| pb::RateLimit {
             per_second: r.per_second,
             burst: r.burst,
@@ -211,6 +216,7 @@ impl Subscriptions for SubscriptionService {
             max_in_flight: None,
             retry_policy: None,
             circuit: None,
+            ordering: Default::default(),
             rate_limit: None,
             batch: None,
             secrets: vec![StoredSecret {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use hookrelay_core::event::check_token_path;
 use hookrelay_core::retry::RetryPolicy;
-use hookrelay_core::subscription::{check_header, check_pattern, RequestSpec, SuccessRule};
+use hookrelay_core::subscription::{
+    check_header, check_pattern, DeliveryOrder, RequestSpec, SuccessRule,
+};
 use hookrelay_proto::v1 as pb;
 
 use crate::error::ApiError;
@@ -30,6 +32,7 @@ pub struct Spec {
     pub circuit: Option<hookrelay_core::circuit::CircuitSpec>,
     pub rate_limit: Option<hookrelay_core::subscription::RateLimit>,
     pub batch: Option<hookrelay_core::subscription::BatchSpec>,
+    pub ordering: DeliveryOrder,
 }
 
 const MAX_URL: usize = 2048;
@@ -243,7 +246,32 @@ pub fn spec(sub: &pb::Subscription) -> Result<Spec, ApiError> {
         }
         n => Some(n),
     };
+    let ordering = match pb::Ordering::try_from(sub.ordering) {
+        Ok(pb::Ordering::Unspecified) => DeliveryOrder::Any,
+        Ok(pb::Ordering::Fifo) => DeliveryOrder::Fifo,
+        Err(_) => {
+            return Err(ApiError::invalid(
+                f("ordering"),
+                format!("unknown value {}", sub.ordering),
+            ))
+        }
+    };
+    if ordering == DeliveryOrder::Fifo {
+        if batch.is_some() {
+            return Err(ApiError::invalid(
+                f("ordering"),
+                "ORDERING_FIFO cannot be combined with batch: a batch already goes out as one request per window",
+            ));
+        }
+        if max_in_flight.is_some_and(|n| n > 1) {
+            return Err(ApiError::invalid(
+                f("max_in_flight"),
+                "must be 0 or 1 with ORDERING_FIFO (one request in flight, in stream order)",
+            ));
+        }
+    }
     Ok(Spec {
+        ordering,
         tenant: sub.tenant.clone(),
         name: sub.name.clone(),
         description: sub.description.clone(),

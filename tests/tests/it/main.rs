@@ -9,6 +9,7 @@ mod deploy;
 mod ingest;
 mod isolation;
 mod logs;
+mod ordering;
 mod replay;
 mod retries;
 mod roles;

@@ -68,6 +68,14 @@ pub enum Rule {
     Status200,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Order {
+    /// Concurrent, up to --max-in-flight.
+    Any,
+    /// One request in flight, in stream order.
+    Fifo,
+}
+
 /// Fields settable on create and update.
 #[derive(Debug, Args)]
 pub struct Fields {
@@ -91,6 +99,10 @@ pub struct Fields {
     pub timeout: Option<std::time::Duration>,
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// `fifo`: one request in flight, in stream order (a failing event
+    /// holds back this subscription's later ones).
+    #[arg(long, value_enum)]
+    pub ordering: Option<Order>,
     /// Requests per second at most (token bucket).
     #[arg(long)]
     pub rate_limit: Option<u32>,
@@ -221,6 +233,12 @@ fn apply(sub: &mut pb::Subscription, fields: Fields) -> anyhow::Result<()> {
     }
     if let Some(max) = fields.max_in_flight {
         sub.max_in_flight = max;
+    }
+    if let Some(order) = fields.ordering {
+        sub.ordering = match order {
+            Order::Any => pb::Ordering::Unspecified,
+            Order::Fifo => pb::Ordering::Fifo,
+        } as i32;
     }
     if let Some(per_second) = fields.rate_limit {
         sub.rate_limit = Some(pb::RateLimit {
