@@ -216,6 +216,7 @@ pub fn health(
         "opened_at": time(&h.opened_at),
         "next_probe_at": time(&h.next_probe_at),
         "held_deliveries": h.held_deliveries,
+        "ordered_queued": h.ordered_queued,
     });
     if as_json {
         return print_json(out, &value);
@@ -256,6 +257,12 @@ pub fn health(
         "held deliveries".to_owned(),
         h.held_deliveries.to_string(),
     ]);
+    if h.ordered_queued > 0 {
+        t.add_row(vec![
+            "queued in order".to_owned(),
+            h.ordered_queued.to_string(),
+        ]);
+    }
     writeln!(out, "{t}")?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod index;
 pub mod names;
 pub mod nats;
+pub mod ordered;
 pub mod redis;
 pub mod retry;
 pub mod shutdown;

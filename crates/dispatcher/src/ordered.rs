@@ -4,7 +4,7 @@
 //! next. A failing head is retried by the subscription's policy while the
 //! rest wait; a head given up lets the next one go.
 //!
-//! Keys (`<prefix>` is the installation's Redis prefix):
+//! Keys (`core::ordered`; `<prefix>` is the installation's Redis prefix):
 //! - `<prefix>:fifo:<subscription>`: the queue, members `seq:first` (base
 //!   36: the event's sequence and when its delivery began), scored by seq.
 //!   The member is fixed per event, so an event fanned out twice (its
@@ -23,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::{DeliveryTask, Source};
 use hookrelay_core::failure::{backoff, Dependency};
+use hookrelay_core::ordered::OrderedKeys;
 use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
 use tokio::sync::{oneshot, Notify};
@@ -99,7 +100,7 @@ return 0
 /// The ordered queues, shared by the ingestor (which fills them in stream
 /// order) and the dispatcher (which drains them) of a process.
 pub struct OrderedQueues {
-    prefix: String,
+    keys: OrderedKeys,
     redis: ConnectionManager,
     enqueue: redis::Script,
     take: redis::Script,
@@ -199,7 +200,7 @@ fn attempt_of(state: &str, seq: u64) -> u32 {
 impl OrderedQueues {
     pub fn new(names: &Names, redis: ConnectionManager) -> Self {
         Self {
-            prefix: names.redis_key(&[]),
+            keys: OrderedKeys::new(names),
             redis,
             enqueue: redis::Script::new(ENQUEUE),
             take: redis::Script::new(TAKE),
@@ -207,27 +208,6 @@ impl OrderedQueues {
             renew: redis::Script::new(RENEW),
             wake: Notify::new(),
         }
-    }
-
-    /// The queue of a subscription.
-    pub fn queue_key(&self, subscription_id: &str) -> String {
-        format!("{}:fifo:{subscription_id}", self.prefix)
-    }
-
-    fn ready_key(&self) -> String {
-        format!("{}:fifo-ready", self.prefix)
-    }
-
-    fn lock_key(&self, subscription_id: &str) -> String {
-        format!("{}:fifo-lock:{subscription_id}", self.prefix)
-    }
-
-    fn attempts_key(&self) -> String {
-        format!("{}:fifo-attempts", self.prefix)
-    }
-
-    fn taken_key(&self) -> String {
-        format!("{}:fifo-taken", self.prefix)
     }
 
     /// Queues `tasks` (attempts of one subscription; the attempt number
@@ -240,8 +220,8 @@ impl OrderedQueues {
     ) -> redis::RedisResult<()> {
         let mut invocation = self.enqueue.prepare_invoke();
         invocation
-            .key(self.queue_key(subscription_id))
-            .key(self.ready_key())
+            .key(self.keys.queue(subscription_id))
+            .key(self.keys.ready())
             .arg(subscription_id)
             .arg(Utc::now().timestamp_millis());
         for task in tasks {
@@ -259,7 +239,7 @@ impl OrderedQueues {
     pub async fn len(&self, subscription_id: &str) -> redis::RedisResult<u64> {
         let mut redis = self.redis.clone();
         redis::cmd("ZCARD")
-            .arg(self.queue_key(subscription_id))
+            .arg(self.keys.queue(subscription_id))
             .query_async(&mut redis)
             .await
     }
@@ -273,7 +253,7 @@ impl OrderedQueues {
     ) -> redis::RedisResult<Vec<String>> {
         let mut redis = self.redis.clone();
         let ready: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.ready_key())
+            .arg(self.keys.ready())
             .arg("-inf")
             .arg(Utc::now().timestamp_millis())
             .arg("LIMIT")
@@ -288,7 +268,7 @@ impl OrderedQueues {
         let mut pipe = redis::pipe();
         for subscription in &ready {
             pipe.cmd("SET")
-                .arg(self.lock_key(subscription))
+                .arg(self.keys.lock(subscription))
                 .arg(owner)
                 .arg("NX")
                 .arg("PX")
@@ -307,11 +287,11 @@ impl OrderedQueues {
         let mut redis = self.redis.clone();
         let reply: Vec<String> = self
             .take
-            .key(self.queue_key(subscription_id))
-            .key(self.ready_key())
-            .key(self.lock_key(subscription_id))
-            .key(self.taken_key())
-            .key(self.attempts_key())
+            .key(self.keys.queue(subscription_id))
+            .key(self.keys.ready())
+            .key(self.keys.lock(subscription_id))
+            .key(self.keys.taken())
+            .key(self.keys.attempts())
             .arg(owner)
             .arg(LOCK_TTL.as_millis() as u64)
             .arg(subscription_id)
@@ -359,10 +339,10 @@ impl OrderedQueues {
         let mut redis = self.redis.clone();
         let _: i64 = self
             .settle
-            .key(self.queue_key(subscription_id))
-            .key(self.ready_key())
-            .key(self.lock_key(subscription_id))
-            .key(self.attempts_key())
+            .key(self.keys.queue(subscription_id))
+            .key(self.keys.ready())
+            .key(self.keys.lock(subscription_id))
+            .key(self.keys.attempts())
             .arg(owner)
             .arg(subscription_id)
             .arg(member)
@@ -378,7 +358,7 @@ impl OrderedQueues {
         let mut redis = self.redis.clone();
         let renewed: i64 = self
             .renew
-            .key(self.lock_key(subscription_id))
+            .key(self.keys.lock(subscription_id))
             .arg(owner)
             .arg(LOCK_TTL.as_millis() as u64)
             .invoke_async(&mut redis)

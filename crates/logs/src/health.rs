@@ -41,5 +41,6 @@ pub fn to_proto(subscription_id: &str, enabled: bool, health: &Health) -> pb::Su
             .and_then(|c| c.next_probe_at)
             .map(hookrelay_proto::timestamp),
         held_deliveries: health.held,
+        ordered_queued: health.queued,
     }
 }

@@ -65,7 +65,7 @@ async fn a_failing_head_holds_back_only_its_own_subscription() {
     ordered.push(Reply::status(503).header("retry-after", "0"));
     let mut sub = fifo(&ordered.url("/fifo"));
     sub.retry_policy = crate::retries::schedule(&[300, 300, 300]);
-    hr.create(sub).await;
+    let (sub, _) = hr.create(sub).await;
     let other = Receiver::start().await;
     hr.create(subscription("acme", &other.url("/any"), &["seq.*"]))
         .await;
@@ -78,6 +78,17 @@ async fn a_failing_head_holds_back_only_its_own_subscription() {
         before < 12,
         "the ordered subscription got {before} requests before the other got all 10: its retries were not waited for"
     );
+    // The rest wait in its queue, as its health says.
+    let health = hr
+        .logs()
+        .await
+        .get_subscription_health(pb::GetSubscriptionHealthRequest {
+            subscription_id: sub.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.ordered_queued, 10, "{health:?}");
 
     ordered.wait_for(12, Duration::from_secs(20)).await;
     assert_eq!(

@@ -18,6 +18,8 @@ pub struct Health {
     pub circuit: Option<hookrelay_core::circuit::CircuitRecord>,
     /// Deliveries held while the circuit is open.
     pub held: u64,
+    /// Deliveries waiting in its ordered queue (`ordering: fifo`).
+    pub queued: u64,
 }
 
 impl AttemptIndex {
@@ -104,10 +106,12 @@ impl AttemptIndex {
         let (hash, recent) = self.health_keys(subscription_id);
         let mut redis = self.redis.clone();
         let circuits = hookrelay_core::circuit::CircuitKeys::new(&self.names);
-        let (outcomes, fields, circuit, held): (
+        let ordered = hookrelay_core::ordered::OrderedKeys::new(&self.names);
+        let (outcomes, fields, circuit, held, queued): (
             Vec<String>,
             std::collections::HashMap<String, i64>,
             std::collections::HashMap<String, String>,
+            u64,
             u64,
         ) = redis::pipe()
             .cmd("LRANGE")
@@ -120,6 +124,8 @@ impl AttemptIndex {
             .arg(circuits.circuit(subscription_id))
             .cmd("ZCARD")
             .arg(circuits.held(subscription_id))
+            .cmd("ZCARD")
+            .arg(ordered.queue(subscription_id))
             .query_async(&mut redis)
             .await?;
         let at = |name: &str| {
@@ -134,6 +140,7 @@ impl AttemptIndex {
             last_failure: at("last_failure"),
             circuit: hookrelay_core::circuit::CircuitRecord::from_fields(&circuit),
             held,
+            queued,
         })
     }
 }
