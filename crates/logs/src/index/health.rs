@@ -22,6 +22,15 @@ pub struct Health {
     pub queued: u64,
 }
 
+/// Recent outcomes, counters, circuit fields, held and ordered-queue sizes.
+type HealthReply = (
+    Vec<String>,
+    std::collections::HashMap<String, i64>,
+    std::collections::HashMap<String, String>,
+    u64,
+    u64,
+);
+
 impl AttemptIndex {
     fn health_keys(&self, subscription_id: &str) -> (String, String) {
         (
@@ -107,13 +116,7 @@ impl AttemptIndex {
         let mut redis = self.redis.clone();
         let circuits = hookrelay_core::circuit::CircuitKeys::new(&self.names);
         let ordered = hookrelay_core::ordered::OrderedKeys::new(&self.names);
-        let (outcomes, fields, circuit, held, queued): (
-            Vec<String>,
-            std::collections::HashMap<String, i64>,
-            std::collections::HashMap<String, String>,
-            u64,
-            u64,
-        ) = redis::pipe()
+        let (outcomes, fields, circuit, held, queued): HealthReply = redis::pipe()
             .cmd("LRANGE")
             .arg(&recent)
             .arg(0)
