@@ -395,6 +395,24 @@ impl Machine {
     }
 
     /// Whether `subscription_id`'s circuit is open or half-open.
+    /// Whether [`Machine::admit`] would hold a task now, without changing
+    /// anything (no probe is due, or one is in flight).
+    pub fn holds(&self, subscription_id: &str, now: DateTime<Utc>) -> bool {
+        if self.unhealthy.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let circuits = self.circuits.lock().expect("circuits lock");
+        circuits
+            .get(subscription_id)
+            .is_some_and(|circuit| match circuit.state {
+                CircuitState::Healthy | CircuitState::Failing => false,
+                CircuitState::Open => circuit.next_probe_at.is_some_and(|at| at > now),
+                CircuitState::HalfOpen => circuit.probe_started.is_some_and(|started| {
+                    now - started <= chrono::Duration::from_std(PROBE_LOST).unwrap_or_default()
+                }),
+            })
+    }
+
     pub fn is_open(&self, subscription_id: &str) -> bool {
         if self.unhealthy.load(Ordering::Acquire) == 0 {
             return false;

@@ -53,7 +53,7 @@ fn body_kib(event: &Event) -> u32 {
 /// The schedule member a held task waits as. Counted like a park: each
 /// hold is a new member, so when it comes back out its msg-id is not one
 /// JetStream dropped as a duplicate.
-fn held_member(task: &DeliveryTask) -> String {
+pub(crate) fn held_member(task: &DeliveryTask) -> String {
     RetryEntry {
         parked: task.parked + 1,
         ..RetryEntry::of(task)

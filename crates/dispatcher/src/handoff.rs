@@ -26,6 +26,25 @@ const WAITING_PER_SLOT: usize = 2;
 const SLOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Dispatcher {
+    /// The held-set member of `task` if its subscription's circuit would
+    /// hold it now: the ingestor of this process then holds it with the
+    /// rest of its fetch ([`Dispatcher::hold_fetched`]) rather than
+    /// handing each over to be held one write at a time.
+    pub fn would_hold(&self, task: &DeliveryTask) -> Option<String> {
+        self.circuits
+            .machine
+            .holds(&task.subscription_id, chrono::Utc::now())
+            .then(|| crate::deliver::held_member(task))
+    }
+
+    /// Holds tasks of open circuits (`(subscription, member)` from
+    /// [`Dispatcher::would_hold`]) in one round trip.
+    pub async fn hold_fetched(&self, held: &[(&str, String)]) -> redis::RedisResult<()> {
+        self.circuits.hold(held).await?;
+        self.metrics.held.inc_by(held.len() as u64);
+        Ok(())
+    }
+
     /// Starts `task` (the first attempt of `event`) now, if `subscription`
     /// and the global pool both have a free permit; `None` otherwise, and
     /// while shutting down. The receiver hears how it settled; a dropped

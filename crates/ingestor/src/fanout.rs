@@ -84,6 +84,8 @@ impl Ingestor {
         let names = self.config.names();
         let mut pending: Vec<Pending> = Vec::new();
         let mut fates: Vec<Fate> = messages.iter().map(|_| Fate::default()).collect();
+        // Tasks of open circuits, held together after the loop.
+        let mut held: Vec<(usize, Queued, String)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             let (seq, received_at) = message
                 .info()
@@ -153,6 +155,10 @@ impl Ingestor {
                     msg_id,
                     task,
                 };
+                if let Some(member) = handoff.and_then(|d| d.would_hold(&queued.task)) {
+                    held.push((i, queued, member));
+                    continue;
+                }
                 if let Some(settled) =
                     handoff.and_then(|d| d.offer(queued.task.clone(), &event, &subscription))
                 {
@@ -172,6 +178,7 @@ impl Ingestor {
                 .await;
             }
         }
+        self.hold_all(held, &mut fates).await;
         self.settle(&mut pending, &mut fates).await;
         for (message, fate) in messages.into_iter().zip(fates) {
             if fate.local.is_empty() && fate.unsent.is_empty() {
@@ -235,6 +242,30 @@ impl Ingestor {
             self.transients.recovered(COMPONENT, Dependency::Redis);
         }
         true
+    }
+
+    /// Holds the fetch's tasks of open circuits in one round trip; if Redis
+    /// does not take them they go to DELIVERIES instead (the dispatcher
+    /// holds them from there), so their events' other deliveries are not
+    /// redone.
+    async fn hold_all(&self, held: Vec<(usize, Queued, String)>, fates: &mut [Fate]) {
+        let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| !held.is_empty()) else {
+            return;
+        };
+        let members: Vec<(&str, String)> = held
+            .iter()
+            .map(|(_, queued, member)| (queued.task.subscription_id.as_str(), member.clone()))
+            .collect();
+        let stored = tokio::time::timeout(REDIS_WAIT, dispatcher.hold_fetched(&members)).await;
+        if let Ok(Ok(())) = stored {
+            return;
+        }
+        self.transients.failed(COMPONENT, Dependency::Redis);
+        tracing::warn!("cannot hold tasks of open circuits; queueing them instead");
+        drop(members);
+        for (i, queued, _) in held {
+            fates[i].unsent.push(queued);
+        }
     }
 
     /// Queues the first attempt of event `seq` for each ordered
