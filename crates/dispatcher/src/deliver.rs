@@ -142,7 +142,8 @@ impl Dispatcher {
         {
             return self.park(lease, &task).await;
         }
-        if self.circuits.machine.admit(&subscription.id, Utc::now()) == Admit::Hold {
+        let admitted = self.circuits.machine.admit(&subscription.id, Utc::now());
+        if admitted == Admit::Hold {
             if lease.is_ordered() {
                 // The head waits for the probe, ahead of the rest.
                 return lease.held_back(HEAD_HELD_BACK).await;
@@ -170,6 +171,17 @@ impl Dispatcher {
                 (own, slot, body.expect("never closed"))
             })
             .await;
+        // The circuit may have opened while this task waited (the tasks
+        // behind a hung endpoint's first requests): it is held, not sent.
+        if admitted == Admit::Send
+            && self.circuits.machine.admit(&subscription.id, Utc::now()) == Admit::Hold
+        {
+            drop(permits);
+            if lease.is_ordered() {
+                return lease.held_back(HEAD_HELD_BACK).await;
+            }
+            return self.hold(lease, &task).await;
+        }
         let (event, lease) = match held {
             Some(event) => (event, lease),
             None => match self.event(&task, Some(&subscription), lease).await {

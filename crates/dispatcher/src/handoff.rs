@@ -45,6 +45,44 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Where [`Dispatcher::offer`] refused `task` because its subscription
+    /// is saturated and slow (a receiver that hangs), the schedule entry
+    /// and due time it would be parked at once it came through
+    /// DELIVERIES: the ingestor parks it with the rest of its fetch
+    /// ([`Dispatcher::park_fetched`]) and spares the round through
+    /// DELIVERIES.
+    pub fn would_park(
+        &self,
+        task: &DeliveryTask,
+    ) -> Option<(crate::schedule::RetryEntry, chrono::DateTime<chrono::Utc>)> {
+        let now = std::time::Instant::now();
+        if !self
+            .limits
+            .should_park(&task.subscription_id, WAITING_PER_SLOT, now)
+        {
+            return None;
+        }
+        let park_for = self.limits.park_for(&task.subscription_id, now);
+        let entry = crate::schedule::RetryEntry {
+            parked: task.parked + 1,
+            ..crate::schedule::RetryEntry::of(task)
+        };
+        Some((
+            entry,
+            chrono::Utc::now() + chrono::Duration::from_std(park_for).unwrap_or_default(),
+        ))
+    }
+
+    /// Parks tasks from [`Dispatcher::would_park`] in one round trip.
+    pub async fn park_fetched(
+        &self,
+        parked: &[(crate::schedule::RetryEntry, chrono::DateTime<chrono::Utc>)],
+    ) -> redis::RedisResult<()> {
+        self.schedule.add_all(parked).await?;
+        self.metrics.parked.inc_by(parked.len() as u64);
+        Ok(())
+    }
+
     /// Starts `task` (the first attempt of `event`) now, if `subscription`
     /// and the global pool both have a free permit; `None` otherwise, and
     /// while shutting down. The receiver hears how it settled; a dropped

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver::COMPONENT;
 use crate::lease::{Lease, Ordered};
+use crate::schedule::push_base36;
 use crate::Dispatcher;
 
 /// How long a queue's lock lasts unless renewed (it is renewed every
@@ -159,25 +160,11 @@ pub enum Settle {
 }
 
 fn member(seq: u64, first_attempt_ms: i64) -> String {
-    format!(
-        "{}:{}",
-        radix36(seq),
-        radix36(first_attempt_ms.max(0) as u64)
-    )
-}
-
-fn radix36(mut n: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::with_capacity(13);
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).expect("ASCII digits")
+    let mut member = String::with_capacity(20);
+    push_base36(&mut member, seq);
+    member.push(':');
+    push_base36(&mut member, first_attempt_ms.max(0) as u64);
+    member
 }
 
 fn parse_member(member: &str) -> Option<(u64, i64)> {

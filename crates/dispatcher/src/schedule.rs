@@ -128,7 +128,7 @@ impl RetryEntry {
     }
 }
 
-fn push_base36(out: &mut String, mut n: u64) {
+pub(crate) fn push_base36(out: &mut String, mut n: u64) {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut buf = [0u8; 13];
     let mut at = buf.len();
@@ -208,6 +208,20 @@ impl RetrySchedule {
             .arg(entry.member())
             .query_async(&mut redis)
             .await
+    }
+
+    /// Schedules `entries`, each at its due time, in one round trip.
+    pub async fn add_all(&self, entries: &[(RetryEntry, DateTime<Utc>)]) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for (entry, due) in entries {
+            pipe.cmd("ZADD")
+                .arg(&self.due_key)
+                .arg(due.timestamp_millis())
+                .arg(entry.member())
+                .ignore();
+        }
+        let mut redis = self.redis.clone();
+        pipe.query_async(&mut redis).await
     }
 
     /// Claims up to `limit` entries due at `now`, leased until `now + lease`.

@@ -53,6 +53,17 @@ impl Queued {
     }
 }
 
+/// How a task is set aside instead of queued.
+enum Aside {
+    /// In its open circuit's held set, as this member.
+    Hold(String),
+    /// In the schedule, as this entry, due then.
+    Park(
+        hookrelay_dispatcher::schedule::RetryEntry,
+        chrono::DateTime<Utc>,
+    ),
+}
+
 /// A first attempt handed to the dispatcher, and what to queue if it does
 /// not settle in process.
 struct HandedOver {
@@ -84,8 +95,9 @@ impl Ingestor {
         let names = self.config.names();
         let mut pending: Vec<Pending> = Vec::new();
         let mut fates: Vec<Fate> = messages.iter().map(|_| Fate::default()).collect();
-        // Tasks of open circuits, held together after the loop.
-        let mut held: Vec<(usize, Queued, String)> = Vec::new();
+        // Tasks of open circuits and of hung receivers, set aside in Redis
+        // together after the loop.
+        let mut aside: Vec<(usize, Queued, Aside)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             let (seq, received_at) = message
                 .info()
@@ -155,8 +167,9 @@ impl Ingestor {
                     msg_id,
                     task,
                 };
-                if let Some(member) = handoff.and_then(|d| d.would_hold(&queued.task)) {
-                    held.push((i, queued, member));
+                let here = self.dispatcher.as_ref();
+                if let Some(member) = here.and_then(|d| d.would_hold(&queued.task)) {
+                    aside.push((i, queued, Aside::Hold(member)));
                     continue;
                 }
                 if let Some(settled) =
@@ -164,6 +177,10 @@ impl Ingestor {
                 {
                     self.metrics.handed_over.inc();
                     fates[i].local.push(HandedOver { queued, settled });
+                    continue;
+                }
+                if let Some((entry, due)) = here.and_then(|d| d.would_park(&queued.task)) {
+                    aside.push((i, queued, Aside::Park(entry, due)));
                     continue;
                 }
                 let publish = queued.publish();
@@ -178,7 +195,7 @@ impl Ingestor {
                 .await;
             }
         }
-        self.hold_all(held, &mut fates).await;
+        self.set_aside(aside, &mut fates).await;
         self.settle(&mut pending, &mut fates).await;
         for (message, fate) in messages.into_iter().zip(fates) {
             if fate.local.is_empty() && fate.unsent.is_empty() {
@@ -244,26 +261,45 @@ impl Ingestor {
         true
     }
 
-    /// Holds the fetch's tasks of open circuits in one round trip; if Redis
-    /// does not take them they go to DELIVERIES instead (the dispatcher
-    /// holds them from there), so their events' other deliveries are not
-    /// redone.
-    async fn hold_all(&self, held: Vec<(usize, Queued, String)>, fates: &mut [Fate]) {
-        let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| !held.is_empty()) else {
+    /// Holds the fetch's tasks of open circuits and parks those of hung
+    /// receivers, a round trip for each kind; what Redis does not take goes
+    /// to DELIVERIES instead (the dispatcher sets it aside from there), so
+    /// their events' other deliveries are not redone.
+    async fn set_aside(&self, aside: Vec<(usize, Queued, Aside)>, fates: &mut [Fate]) {
+        let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| !aside.is_empty()) else {
             return;
         };
-        let members: Vec<(&str, String)> = held
-            .iter()
-            .map(|(_, queued, member)| (queued.task.subscription_id.as_str(), member.clone()))
-            .collect();
-        let stored = tokio::time::timeout(REDIS_WAIT, dispatcher.hold_fetched(&members)).await;
+        let mut held = Vec::new();
+        let mut parked = Vec::new();
+        for (_, queued, how) in &aside {
+            match how {
+                Aside::Hold(member) => {
+                    held.push((queued.task.subscription_id.as_str(), member.clone()))
+                }
+                Aside::Park(entry, due) => parked.push((entry.clone(), *due)),
+            }
+        }
+        let stored = tokio::time::timeout(REDIS_WAIT, async {
+            if !held.is_empty() {
+                dispatcher.hold_fetched(&held).await?;
+            }
+            if !parked.is_empty() {
+                dispatcher.park_fetched(&parked).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        })
+        .await;
         if let Ok(Ok(())) = stored {
             return;
         }
         self.transients.failed(COMPONENT, Dependency::Redis);
-        tracing::warn!("cannot hold tasks of open circuits; queueing them instead");
-        drop(members);
-        for (i, queued, _) in held {
+        tracing::warn!(
+            "cannot set aside tasks of open circuits and hung receivers; queueing them instead"
+        );
+        drop(held);
+        // Some may be stored already: set aside twice, a task is sent
+        // twice at worst (at least once).
+        for (i, queued, _) in aside {
             fates[i].unsent.push(queued);
         }
     }
