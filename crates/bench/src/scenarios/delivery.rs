@@ -7,6 +7,7 @@ use hookrelay_proto::v1 as pb;
 
 use super::{bar, rate, Run, CONCURRENCY, DELIVERED_BODY_LEN};
 use crate::admin;
+use crate::procs::Cpu;
 use crate::publisher;
 use crate::receiver::now_us;
 use crate::report::Report;
@@ -286,11 +287,13 @@ pub async fn batching(opts: &Opts) -> anyhow::Result<Report> {
 }
 
 /// What a subscription whose circuit is open adds to each event: the CPU
-/// per event with a healthy subscription alone, then with a second one
-/// matching every event whose circuit is open, in the same run.
+/// per event of phases with a healthy subscription alone and of phases
+/// whose events also match a second one whose circuit is open, in turn
+/// (one phase's CPU per delivery varies by 10-30% from the next identical
+/// one on a shared machine, so a single pair cannot resolve 10%).
 pub async fn circuit(opts: &Opts) -> anyhow::Result<Report> {
-    let events = opts.count(50_000, 50);
-    // No probe during the measured phase: only what holding costs.
+    let events = opts.count(20_000, 50);
+    // No probe during the measured phases: only what holding costs.
     let settings = [
         (
             "HOOKRELAY_DISPATCHER__CIRCUIT__PROBE_AFTER",
@@ -302,70 +305,73 @@ pub async fn circuit(opts: &Opts) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "circuit",
         format!(
-            "{events} events to a healthy subscription alone, then {events} more also matching a subscription whose circuit is open (its receiver answered 503)"
+            "{ISOLATION_PHASES} phases of {events} events to a healthy subscription, in turn alone and also matching a subscription whose circuit is open (its receiver answered 503)"
         ),
     );
-    run.subscribe(admin::subscription(&run.receiver.url("/ok"), "order.*"))
+    run.subscribe(admin::subscription(&run.receiver.url("/ok"), "*"))
         .await?;
-    let warm = events / 10;
-    run.publish("order.paid", warm, publisher::order_event, "warming up")
-        .await?;
-    run.delivered("warmed up", warm).await?;
-    run.mark().await?;
-    run.publish(
-        "order.paid",
-        events,
-        publisher::order_event,
-        "publishing (alone)",
-    )
-    .await?;
-    run.delivered("delivered (alone)", warm + events).await?;
-    let alone = run.cpu_used().await?;
-
-    let mut failing = admin::subscription(&run.receiver.url("/fail"), "order.*");
+    let mut failing = admin::subscription(&run.receiver.url("/fail"), "shared.*");
     failing.retry_policy = Some(pb::RetryPolicy {
         policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
     });
     run.subscribe(failing).await?;
-    // Enough failures to open it (open_after is 10 by default).
+    // Enough failures to open it (open_after is 10 by default), and a
+    // warm-up of a phase's size.
     let opening = 20;
     run.publish(
-        "order.paid",
+        "shared.paid",
         opening,
         publisher::order_event,
         "opening the circuit",
     )
     .await?;
-    run.delivered("opened", warm + events + opening).await?;
     run.wait_metric(r#"hookrelay_circuits{state="open"}"#, 1)
         .await?;
+    let mut delivered = opening;
+    run.publish("solo.paid", events, publisher::order_event, "warming up")
+        .await?;
+    delivered += events;
+    run.delivered("warmed up", delivered).await?;
     let held_before = run
         .wait_metric("hookrelay_deliveries_held_total", 0)
         .await?;
     let failed_before = run.receiver.stats.failed.load(Ordering::Relaxed);
-    run.mark().await?;
-    run.publish(
-        "order.paid",
-        events,
-        publisher::order_event,
-        "publishing (beside open)",
+    let mut alone: Option<Cpu> = None;
+    let mut beside: Option<Cpu> = None;
+    for phase in 0..ISOLATION_PHASES {
+        let solo = phase % 2 == 0;
+        let (event_type, what) = match solo {
+            true => ("solo.paid", format!("phase {} (alone)", phase + 1)),
+            false => ("shared.paid", format!("phase {} (beside open)", phase + 1)),
+        };
+        run.mark().await?;
+        run.publish(event_type, events, publisher::order_event, &what)
+            .await?;
+        delivered += events;
+        run.delivered(&what, delivered).await?;
+        let used = run.cpu_used().await?;
+        let sum = if solo { &mut alone } else { &mut beside };
+        *sum = Some(sum.as_ref().map_or_else(|| used.clone(), |s| s.plus(&used)));
+    }
+    let phases_alone = ISOLATION_PHASES.div_ceil(2) as u64;
+    let phases_beside = (ISOLATION_PHASES / 2) as u64;
+    let beside_phases = phases_beside * events;
+    run.wait_metric(
+        "hookrelay_deliveries_held_total",
+        held_before + beside_phases,
     )
     .await?;
-    run.delivered("delivered (beside open)", warm + 2 * events + opening)
-        .await?;
-    run.wait_metric("hookrelay_deliveries_held_total", held_before + events)
-        .await?;
-    let beside = run.cpu_used().await?;
-
-    let per_delivery = report.cpu_per_delivery("alone_", &alone, events);
-    report.cpu_per_delivery("beside_open_", &beside, events);
-    let added = report.cpu_per_delivery("open_circuit_adds_", &beside.since(&alone), events);
+    let (alone, beside) = (alone.expect("phases ran"), beside.expect("phases ran"));
+    let per_delivery = report.cpu_per_delivery("alone_", &alone, phases_alone * events);
+    let per_beside = report.cpu_per_delivery("beside_open_", &beside, beside_phases);
     report.figure(
         "requests_while_open",
         (run.receiver.stats.failed.load(Ordering::Relaxed) - failed_before) as f64,
         "",
     );
-    if let (Some(delivery), Some(added)) = (per_delivery, added) {
+    if let (Some(delivery), Some(beside)) = (per_delivery, per_beside) {
+        let added = beside - delivery;
+        report.figure("open_circuit_adds_cpu_ms_per_event", added, "ms");
         report.figure(
             "open_circuit_share_of_delivery",
             100.0 * added / delivery,
