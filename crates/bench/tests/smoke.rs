@@ -214,7 +214,8 @@ fn circuit_compares_an_open_circuit_with_a_delivery() {
     let report = run("circuit");
     cpu_per_delivery(&report, "alone_");
     cpu_per_delivery(&report, "beside_open_");
-    figure(&report, "open_circuit_adds_cpu_ms_per_delivery_hookrelay");
+    figure(&report, "open_circuit_adds_cpu_ms_per_event");
+    figure(&report, "open_circuit_share_of_delivery");
     figure(&report, "requests_while_open");
     common(&report);
 }

@@ -31,13 +31,7 @@ async fn health(hr: &Harness, id: &str) -> pb::SubscriptionHealth {
 
 #[tokio::test]
 async fn an_open_circuit_sends_only_probes_and_delivers_everything_once_closed() {
-    let mut env = TestEnv::new();
-    let circuit = &mut env.config.dispatcher.circuit;
-    circuit.failing_after = 2;
-    circuit.open_after = 3;
-    circuit.probe_after = Duration::from_secs(1);
-    circuit.probe_max = Duration::from_secs(1);
-    let hr = Harness::start_with(env, hookrelay::Role::All).await;
+    let hr = Harness::start_with(quick_circuit(), hookrelay::Role::All).await;
 
     // Down until told otherwise; every answer noted as (event n, status).
     let receiver = Receiver::start().await;
@@ -194,4 +188,104 @@ async fn a_subscription_failing_longer_than_disable_after_is_disabled_and_announ
         .into_inner();
     assert_eq!(stored.enabled, Some(false));
     assert_eq!(health(&hr, &sub.id).await.state, "disabled");
+}
+
+/// A circuit breaker with small thresholds and a probe a second.
+fn quick_circuit() -> TestEnv {
+    let mut env = TestEnv::new();
+    let circuit = &mut env.config.dispatcher.circuit;
+    circuit.failing_after = 2;
+    circuit.open_after = 3;
+    circuit.probe_after = Duration::from_secs(1);
+    circuit.probe_max = Duration::from_secs(1);
+    env
+}
+
+#[tokio::test]
+async fn batched_and_ordered_subscriptions_go_through_the_same_circuit() {
+    let hr = Harness::start_with(quick_circuit(), hookrelay::Role::All).await;
+    let receiver = Receiver::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    // Every answer noted as (path, body, status).
+    let answered: Arc<Mutex<Vec<(String, serde_json::Value, u16)>>> = Arc::default();
+    {
+        let (down, answered) = (down.clone(), answered.clone());
+        receiver.respond_with(move |request, _| {
+            let status = if down.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            let body = serde_json::from_slice(&request.body).unwrap();
+            answered
+                .lock()
+                .unwrap()
+                .push((request.path.clone(), body, status));
+            Reply::status(status)
+        });
+    }
+    // A batch of one change per entity, and an ordered subscription, both
+    // retried every 200 ms: without a circuit, about ten requests a second.
+    let mut batched = subscription("acme", &receiver.url("/batch"), &["training.*"]);
+    batched.request = Some(pb::RequestSpec {
+        envelope: pb::Envelope::ChangesBatch as i32,
+        ..Default::default()
+    });
+    batched.batch = Some(pb::BatchSpec {
+        window: Some(prost_types::Duration::try_from(Duration::from_millis(100)).unwrap()),
+        max_size: 1,
+        ..Default::default()
+    });
+    batched.retry_policy = schedule(&[200; 100]);
+    let (batched, _) = hr.create(batched).await;
+    let mut ordered = subscription("acme", &receiver.url("/ordered"), &["training.*"]);
+    ordered.ordering = pb::Ordering::Fifo as i32;
+    ordered.retry_policy = schedule(&[200; 100]);
+    let (ordered, _) = hr.create(ordered).await;
+    for entity in 0..EVENTS {
+        hr.publish(
+            "acme",
+            "training.update",
+            format!(r#"{{"entity_id":{entity},"data":{{"n":{entity}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+
+    for sub in [&batched, &ordered] {
+        eventually("the circuit open", Duration::from_secs(20), || async {
+            (health(&hr, &sub.id).await.state == "open").then_some(())
+        })
+        .await;
+    }
+    // Open: a probe a second each (with slack for a busy machine).
+    let before = receiver.requests().len();
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let during = receiver.requests().len() - before;
+    assert!(
+        during <= 10,
+        "{during} requests in {window:?} to two subscriptions whose circuits are open"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    let (changed, sent) = eventually("everything delivered", Duration::from_secs(30), || async {
+        let answered = answered.lock().unwrap();
+        let changed: std::collections::HashSet<u64> = answered
+            .iter()
+            .filter(|(path, _, status)| path == "/batch" && *status == 200)
+            .flat_map(|(_, body, _)| body["changes"].as_array().cloned().unwrap_or_default())
+            .map(|change| change["id"].as_u64().unwrap())
+            .collect();
+        let mut sent: Vec<u64> = answered
+            .iter()
+            .filter(|(path, _, _)| path == "/ordered")
+            .map(|(_, body, _)| body["data"]["n"].as_u64().unwrap())
+            .collect();
+        sent.dedup();
+        (changed.len() as u64 == EVENTS && sent.len() as u64 == EVENTS).then_some((changed, sent))
+    })
+    .await;
+    assert_eq!(changed, (0..EVENTS).collect());
+    // Only the head went (and was probed) while down; then all in order.
+    assert_eq!(sent, (0..EVENTS).collect::<Vec<_>>());
 }
