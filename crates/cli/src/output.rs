@@ -55,6 +55,38 @@ pub fn subscription_json(sub: &pb::Subscription) -> Value {
     })
 }
 
+/// `50/s, burst 10` or `-`.
+fn describe_rate(rate: &Value) -> String {
+    match (rate["per_second"].as_u64(), rate["burst"].as_u64()) {
+        (Some(per_second), Some(burst)) => format!("{per_second}/s, burst {burst}"),
+        _ => "-".into(),
+    }
+}
+
+/// `open after 20, disable after 0s` (zeros: the server's), or `server defaults`.
+fn describe_circuit(circuit: &Value) -> String {
+    if circuit.is_null() {
+        return "server defaults".into();
+    }
+    let mut parts = Vec::new();
+    for (field, label) in [
+        ("failing_after", "failing after"),
+        ("open_after", "open after"),
+    ] {
+        if let Some(n) = circuit[field].as_u64().filter(|n| *n > 0) {
+            parts.push(format!("{label} {n}"));
+        }
+    }
+    if let Some(after) = circuit["disable_after"].as_str() {
+        parts.push(format!("disable after {after}"));
+    }
+    if parts.is_empty() {
+        "server defaults".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// `window 2s, at most 100, url …` or `-`.
 fn batch(sub: &pb::Subscription) -> String {
     let Some(batch) = &sub.batch else {
@@ -163,6 +195,9 @@ pub fn subscription_table(out: &mut impl Write, sub: &pb::Subscription) -> anyho
                 sub.max_in_flight.to_string()
             },
         ),
+        ("ordering", text(&v["ordering"])),
+        ("rate limit", describe_rate(&v["rate_limit"])),
+        ("circuit", describe_circuit(&v["circuit"])),
         ("created", text(&v["created_at"])),
         ("updated", text(&v["updated_at"])),
         ("revision", sub.revision.to_string()),
@@ -420,6 +455,30 @@ mod tests {
         assert_eq!(v["created_at"], "2023-11-14T22:13:20.000Z");
         assert_eq!(v["success_rule"], "any_2xx");
         assert_eq!(v["revision"], 3);
+    }
+
+    #[test]
+    fn one_subscription_shows_its_ordering_rate_limit_and_circuit() {
+        let mut sub = sample();
+        sub.ordering = pb::Ordering::Fifo as i32;
+        sub.rate_limit = Some(pb::RateLimit {
+            per_second: 50,
+            burst: 10,
+        });
+        sub.circuit = Some(pb::CircuitSpec {
+            open_after: 20,
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        subscription_table(&mut out, &sub).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for expected in ["fifo", "50/s, burst 10", "open after 20"] {
+            assert!(text.contains(expected), "{expected} missing in\n{text}");
+        }
+        let mut out = Vec::new();
+        subscription_table(&mut out, &sample()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("server defaults"), "{text}");
     }
 
     #[test]
