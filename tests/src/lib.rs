@@ -108,7 +108,7 @@ impl Harness {
         for addr in &self.http_addrs {
             let url = format!("http://{addr}/readyz");
             eventually(&format!("{url} ready"), Duration::from_secs(20), || async {
-                let response = reqwest::get(&url).await.ok()?;
+                let response = local_http().get(&url).send().await.ok()?;
                 response.status().is_success().then_some(())
             })
             .await;
@@ -184,7 +184,9 @@ impl Harness {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.http_addr))
+        local_http()
+            .get(format!("http://{}/metrics", self.http_addr))
+            .send()
             .await
             .expect("GET /metrics")
             .text()
@@ -215,6 +217,15 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A client for the harness's own calls to hookrelay on loopback: never
+/// through a proxy from the environment (a test may set one).
+fn local_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a plain HTTP client")
 }
 
 /// A network for tests that never leaves loopback: names resolve from a

@@ -1,8 +1,12 @@
 //! The SSRF guard: destinations are resolved and refused when they are
 //! loopback, private, link-local (cloud metadata), CGNAT, multicast or
-//! otherwise not public, v4 or v6 (IPv4-mapped v6 included), unless an
-//! operator CIDR allows them. Checked when a subscription is saved and again
-//! at every connection, since DNS can change.
+//! otherwise not public, v4 or v6, unless an operator CIDR allows them. A v6
+//! address that embeds a v4 one (IPv4-mapped `::ffff:0:0/96`, -compatible
+//! `::/96`, -translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96` and 6to4
+//! `2002::/16`) is judged by the v4 address it reaches; the local-use NAT64
+//! prefix `64:ff9b:1::/48` and Teredo `2001::/32`, whose v4 end cannot be
+//! told, are refused. Checked when a subscription is saved and again at
+//! every connection, since DNS can change.
 //!
 //! Resolution and dialing are injectable: tests resolve names to forbidden
 //! addresses and record, instead of connect, whatever gets past the guard.
@@ -71,18 +75,47 @@ impl AddressPolicy {
 
     /// Why `ip` may not be reached, if it may not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        if self.allow.iter().any(|net| net.contains(&ip)) {
+        let reached = reached(ip);
+        if self.allow.iter().any(|net| net.contains(&reached)) {
             return Ok(());
         }
-        match forbidden(ip) {
+        match forbidden(reached) {
+            Some(kind) if reached != ip => Err(format!(
+                "{BLOCKED}: {ip} reaches {reached}, a {kind} address"
+            )),
             Some(kind) => Err(format!("{BLOCKED}: {ip} is a {kind} address")),
             None => Ok(()),
         }
     }
+}
+
+/// The address a connection to `ip` ends up at: the v4 address a v6 one
+/// embeds (mapped, compatible, translated, NAT64, 6to4), else `ip`.
+fn reached(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    // `::1` and `::` are v6 loopback and unspecified, not embeddings.
+    let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+    let translated = s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0;
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if compatible || translated || nat64 {
+        return IpAddr::V4(low);
+    }
+    if s[0] == 0x2002 {
+        return IpAddr::V4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    ip
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u8) -> bool {
@@ -132,6 +165,14 @@ fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 Some("multicast")
             } else if v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
                 Some("cloud metadata")
+            } else if v6.segments()[..3] == [0x64, 0xff9b, 1] {
+                Some("local-use NAT64 (its IPv4 end cannot be told)")
+            } else if v6.segments()[..2] == [0x2001, 0] {
+                Some("Teredo (its IPv4 end cannot be told)")
+            } else if v6.segments()[..2] == [0x2001, 0xdb8] {
+                Some("documentation")
+            } else if v6.segments()[..4] == [0x100, 0, 0, 0] {
+                Some("discard-only")
             } else {
                 None
             }
@@ -290,6 +331,18 @@ mod tests {
             "::ffff:10.0.0.1",
             "fd00:ec2::254",
             "ff02::1",
+            // Embedded v4: NAT64, 6to4, compatible, translated.
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::",
+            "::a9fe:a9fe",
+            "::7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "2001::1",
+            "2001:db8::1",
+            "100::1",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(policy.check(ip).is_err(), "{bad} should be refused");
@@ -298,9 +351,24 @@ mod tests {
             "93.184.216.34",
             "2606:2800:220:1:248:1893:25c8:1946",
             "8.8.8.8",
+            // Embedding a public v4 address is a way to reach it, not past it.
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(policy.check(good.parse().unwrap()).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn an_embedded_address_is_named_in_the_refusal() {
+        let policy = AddressPolicy::default();
+        let reason = policy
+            .check("64:ff9b::a9fe:a9fe".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(
+            reason,
+            "destination blocked: 64:ff9b::a9fe:a9fe reaches 169.254.169.254, a link-local (cloud metadata) address"
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct ClientError(#[from] reqwest::Error);
 impl Sender {
     pub fn new(max_body: usize, guard: Guard) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
+            // A proxy from the environment (HTTP(S)_PROXY) would take the
+            // destination out of the guard's sight: never used.
+            .no_proxy()
             .dns_resolver(Arc::new(guard.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
@@ -292,6 +295,37 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ip_literals_that_embed_a_refused_address_are_blocked_before_connecting() {
+        let guard = Guard::system(crate::guard::AddressPolicy::default());
+        let sender = Sender::new(1024, guard).unwrap();
+        for url in [
+            "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "https://[2002:a9fe:a9fe::1]/",
+            "http://[::a9fe:a9fe]/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://169.254.169.254/",
+            "https://[2001::1]/",
+        ] {
+            let request = OutboundRequest {
+                method: http::Method::POST,
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: Bytes::new(),
+            };
+            let result = sender
+                .send(request, Duration::from_secs(5), SuccessRule::Any2xx)
+                .await;
+            assert_eq!(result.outcome, Outcome::Blocked, "{url}: {}", result.reason);
+            assert!(
+                result.reason.contains("destination blocked"),
+                "{url}: {}",
+                result.reason
+            );
+        }
+    }
 
     #[test]
     fn statuses_are_classified_by_rule() {
