@@ -75,6 +75,11 @@ impl AddressPolicy {
 
     /// Why `ip` may not be reached, if it may not.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        // An IPv4-mapped address is the v4 one, named as such.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         let reached = reached(ip);
         if self.allow.iter().any(|net| net.contains(&reached)) {
             return Ok(());
@@ -90,16 +95,14 @@ impl AddressPolicy {
 }
 
 /// The address a connection to `ip` ends up at: the v4 address a v6 one
-/// embeds (mapped, compatible, translated, NAT64, 6to4), else `ip`.
+/// embeds (compatible, translated, NAT64, 6to4; mapped ones are read as v4
+/// before), else `ip`.
 fn reached(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else {
         return ip;
     };
     let s = v6.segments();
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return IpAddr::V4(v4);
-    }
     // `::1` and `::` are v6 loopback and unspecified, not embeddings.
     let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
     let translated = s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0;

@@ -15,8 +15,18 @@ use tonic::Status;
 pub async fn list(
     js: &jetstream::Context,
     config: &Config,
+    tokens: &crate::page_token::PageTokens,
+    caller_tenant: &str,
     request: &pb::ListEventsRequest,
 ) -> Result<(Vec<pb::Event>, String), Status> {
+    // A page token continues only the listing that issued it.
+    let binding = format!(
+        "events|{}|{}|{:?}|{:?}|{caller_tenant}",
+        request.tenant,
+        request.event_type,
+        request.since.as_ref().map(|t| (t.seconds, t.nanos)),
+        request.until.as_ref().map(|t| (t.seconds, t.nanos)),
+    );
     hookrelay_core::event::check_token_path(&request.tenant, false)
         .map_err(|m| Status::invalid_argument(format!("tenant: {m}")))?;
     let names = config.names();
@@ -34,9 +44,9 @@ pub async fn list(
         n => n as usize,
     };
     let deliver_policy = if !request.page_token.is_empty() {
-        let seq: u64 = request.page_token.parse().map_err(|_| {
-            Status::invalid_argument("page_token: not a token returned by ListEvents")
-        })?;
+        let [seq, _] = tokens
+            .read(&binding, &request.page_token)
+            .map_err(|e| Status::invalid_argument(format!("page_token: {e}")))?;
         consumer::DeliverPolicy::ByStartSequence {
             start_sequence: seq,
         }
@@ -82,7 +92,7 @@ pub async fn list(
             break;
         }
         if events.len() == limit {
-            next = seq.to_string();
+            next = tokens.issue(&binding, [seq, 0]);
             break;
         }
         let msg_id = message

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod health;
 pub mod index;
 pub mod metrics;
+pub mod page_token;
 pub mod replay;
 pub mod service;
 

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use chrono::{DateTime, Utc};
 
 use crate::index::{AttemptIndex, Cursor, Filter, IndexError, Scope};
+use crate::page_token::PageTokens;
 use crate::replay::Replayer;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -22,12 +23,14 @@ pub struct LogService {
     index: AttemptIndex,
     replayer: Replayer,
     bucket: async_nats::jetstream::kv::Store,
+    tokens: PageTokens,
 }
 
 impl LogService {
     pub fn new(replayer: Replayer, bucket: async_nats::jetstream::kv::Store) -> Self {
         Self {
             index: replayer.index.clone(),
+            tokens: PageTokens::new(&replayer.config),
             replayer,
             bucket,
         }
@@ -85,21 +88,26 @@ fn time(at: &Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateT
         .transpose()
 }
 
-fn page(page_size: u32, page_token: &str) -> Result<(usize, Option<Cursor>), Status> {
-    let limit = match page_size {
-        0 => DEFAULT_PAGE,
-        n if n > MAX_PAGE => {
-            return Err(Status::invalid_argument(format!(
-                "page_size: at most {MAX_PAGE}"
-            )))
-        }
-        n => n,
-    };
-    let before = (!page_token.is_empty())
-        .then(|| page_token.parse::<Cursor>())
-        .transpose()
-        .map_err(|e| Status::invalid_argument(format!("page_token: {e}")))?;
-    Ok((limit as usize, before))
+fn page_limit(page_size: u32) -> Result<usize, Status> {
+    match page_size {
+        0 => Ok(DEFAULT_PAGE as usize),
+        n if n > MAX_PAGE => Err(Status::invalid_argument(format!(
+            "page_size: at most {MAX_PAGE}"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
+/// What a page token of an attempt listing is bound to: its scope, its
+/// filters and who asked.
+fn binding(scope: &Scope, filter: &Filter, caller: &Caller) -> String {
+    format!(
+        "attempts|{scope:?}|{:?}|{:?}|{:?}|{}",
+        filter.outcome,
+        filter.since.map(|t| t.timestamp_millis()),
+        filter.until.map(|t| t.timestamp_millis()),
+        caller.tenant().unwrap_or("*")
+    )
 }
 
 /// A tenant token may only name its own tenant.
@@ -135,18 +143,36 @@ impl LogService {
         }
     }
 
+    /// One page of `scope`'s attempts that `caller` may see, with an
+    /// opaque token for the next, valid only for this very listing.
     async fn listing(
         &self,
+        caller: &Caller,
         scope: &Scope,
         filter: &Filter,
         page_size: u32,
         page_token: &str,
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
-        let (limit, before) = page(page_size, page_token)?;
+        let limit = page_limit(page_size)?;
+        let binding = binding(scope, filter, caller);
+        let before = (!page_token.is_empty())
+            .then(|| self.tokens.read(&binding, page_token))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("page_token: {e}")))?
+            .map(|[ms, seq]| Cursor { ms, seq });
         let page = self.index.list(scope, filter, before, limit).await?;
         Ok(Response::new(pb::ListAttemptsResponse {
-            attempts: page.records.into_iter().map(to_proto).collect(),
-            next_page_token: page.next.map(|c| c.to_string()).unwrap_or_default(),
+            // An event id is not tenant-scoped: only the caller's attempts.
+            attempts: page
+                .records
+                .into_iter()
+                .filter(|record| caller.sees(&record.tenant))
+                .map(to_proto)
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|c| self.tokens.issue(&binding, [c.ms, c.seq]))
+                .unwrap_or_default(),
         }))
     }
 }
@@ -184,15 +210,14 @@ impl DeliveryLogs for LogService {
             since: time(&request.since, "since")?,
             until: time(&request.until, "until")?,
         };
-        let mut response = self
-            .listing(scope, &filter, request.page_size, &request.page_token)
-            .await?;
-        // An event id is not tenant-scoped: show only the caller's attempts.
-        response
-            .get_mut()
-            .attempts
-            .retain(|a| caller.sees(&a.tenant));
-        Ok(response)
+        self.listing(
+            &caller,
+            scope,
+            &filter,
+            request.page_size,
+            &request.page_token,
+        )
+        .await
     }
 
     async fn get_attempt(
@@ -243,8 +268,14 @@ impl DeliveryLogs for LogService {
             since: time(&request.since, "since")?,
             until: time(&request.until, "until")?,
         };
-        self.listing(&scope, &filter, request.page_size, &request.page_token)
-            .await
+        self.listing(
+            &caller,
+            &scope,
+            &filter,
+            request.page_size,
+            &request.page_token,
+        )
+        .await
     }
 
     async fn redeliver(
@@ -282,10 +313,16 @@ impl DeliveryLogs for LogService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        check_tenant(&Caller::of(&request), &request.get_ref().tenant)?;
-        let (events, next_page_token) =
-            crate::events::list(&self.replayer.js, &self.replayer.config, request.get_ref())
-                .await?;
+        let caller = Caller::of(&request);
+        check_tenant(&caller, &request.get_ref().tenant)?;
+        let (events, next_page_token) = crate::events::list(
+            &self.replayer.js,
+            &self.replayer.config,
+            &self.tokens,
+            caller.tenant().unwrap_or("*"),
+            request.get_ref(),
+        )
+        .await?;
         Ok(Response::new(pb::ListEventsResponse {
             events,
             next_page_token,

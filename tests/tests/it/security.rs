@@ -458,3 +458,114 @@ async fn during_a_rotation_old_and_new_secrets_both_verify() {
     let text = format!("{:?}", shown.into_inner());
     assert!(!text.contains(&old[6..]) && !text.contains(&rotated.secret[6..]));
 }
+
+#[tokio::test]
+async fn a_page_token_continues_only_the_listing_that_issued_it() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (sub, _) = hr
+        .create(subscription("acme", &receiver.url("/pages"), &["page.*"]))
+        .await;
+    for n in 0..3 {
+        hr.publish(
+            "acme",
+            "page.turned",
+            format!(r#"{{"data":{{"n":{n}}}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    crate::logs::wait_attempts(&hr, &sub.id, 3).await;
+    let by_tenant = |page_token: &str| pb::ListAttemptsRequest {
+        tenant: "acme".into(),
+        page_size: 1,
+        page_token: page_token.into(),
+        ..Default::default()
+    };
+    let mut acme = hr.logs_as(TestEnv::ACME_TOKEN).await;
+    let first = acme
+        .list_attempts(by_tenant(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.next_page_token;
+    assert!(!token.is_empty());
+    assert!(
+        !token.contains(&first.attempts[0].id) && !token.contains('.'),
+        "the token is opaque: {token}"
+    );
+    let second = acme
+        .list_attempts(by_tenant(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.attempts.len(), 1);
+    assert_ne!(second.attempts[0].id, first.attempts[0].id);
+
+    let refused = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("page_token: not a token returned by this listing"),
+            "{}",
+            status.message()
+        );
+    };
+    // Another scope, another filter, another caller, another tenant, or a
+    // token made up from a position: all refused.
+    let mut by_subscription = by_tenant(&token);
+    by_subscription.tenant.clear();
+    by_subscription.subscription_id = sub.id.clone();
+    refused(acme.list_attempts(by_subscription).await.unwrap_err());
+    let mut filtered = by_tenant(&token);
+    filtered.outcome = "success".into();
+    refused(acme.list_attempts(filtered).await.unwrap_err());
+    refused(
+        hr.logs()
+            .await
+            .list_attempts(by_tenant(&token))
+            .await
+            .unwrap_err(),
+    );
+    let mut globex_listing = by_tenant(&token);
+    globex_listing.tenant = "globex".into();
+    refused(
+        hr.logs_as(TestEnv::GLOBEX_TOKEN)
+            .await
+            .list_attempts(globex_listing)
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        acme.list_attempts(by_tenant("1796351852974.2"))
+            .await
+            .unwrap_err(),
+    );
+
+    // ListEvents the same way.
+    let events = |tenant: &str, page_token: &str| pb::ListEventsRequest {
+        tenant: tenant.into(),
+        page_size: 1,
+        page_token: page_token.into(),
+        ..Default::default()
+    };
+    let page = acme
+        .list_events(events("acme", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.next_page_token.is_empty());
+    let next = acme
+        .list_events(events("acme", &page.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(next.events[0].seq, page.events[0].seq);
+    refused(
+        hr.logs_as(TestEnv::GLOBEX_TOKEN)
+            .await
+            .list_events(events("globex", &page.next_page_token))
+            .await
+            .unwrap_err(),
+    );
+}

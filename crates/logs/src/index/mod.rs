@@ -28,7 +28,7 @@ use hookrelay_core::Names;
 use redis::aio::ConnectionManager;
 
 pub use health::{Health, RECENT};
-pub use layout::{BadCursor, Cursor};
+pub use layout::Cursor;
 use layout::{Bucketed, Entry, Keys, HOUR_MS, MINUTE_MS};
 pub use read::Page;
 

@@ -75,7 +75,7 @@ async fn listings_are_newest_first_filtered_and_paged() {
         assert!(page.records.len() <= 3);
         paged.extend(page.records.iter().map(|r| r.id.clone()));
         match page.next {
-            Some(next) => before = Some(next.to_string().parse().unwrap()),
+            Some(next) => before = Some(next),
             None => break,
         }
     }
