@@ -125,9 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(command) => {
             commands::events::run(&server, cli.json, command, &mut out).await
         }
-        Command::Tail(args) => {
-            commands::tail::run(&cli.nats, &cli.prefix, cli.json, args, &mut out).await
-        }
+        Command::Tail(args) => commands::tail::run(&server, cli.json, args, &mut out).await,
     }
 }
 

@@ -408,10 +408,11 @@ async fn tail_shows_a_delivery_within_a_second() {
     )
     .await;
     let created: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    // With acme's own token, through the server (no NATS access needed).
     let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
-        .env("HOOKCTL_NATS", &hr.env.config.nats.url)
-        .env("HOOKCTL_PREFIX", &hr.env.config.prefix)
-        .args(["tail", "--tenant", "acme"])
+        .env("HOOKCTL_SERVER", hr.grpc_url())
+        .env("HOOKCTL_TOKEN", TestEnv::ACME_TOKEN)
+        .args(["tail"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -177,8 +177,71 @@ impl LogService {
     }
 }
 
+/// Attempts as they are recorded, for `TailAttempts`.
+type AttemptStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Attempt, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl DeliveryLogs for LogService {
+    type TailAttemptsStream = AttemptStream;
+
+    async fn tail_attempts(
+        &self,
+        request: Request<pb::TailAttemptsRequest>,
+    ) -> Result<Response<AttemptStream>, Status> {
+        use futures::StreamExt;
+        let caller = Caller::of(&request);
+        let request = request.into_inner();
+        if !request.tenant.is_empty() {
+            check_tenant(&caller, &request.tenant)?;
+        }
+        let mut tenant = match (request.tenant.as_str(), caller.tenant()) {
+            ("", Some(own)) => own.to_owned(),
+            ("", None) => "*".to_owned(),
+            (named, _) => named.to_owned(),
+        };
+        let mut subscription = "*".to_owned();
+        if !request.subscription_id.is_empty() {
+            let found = self.subscription(&caller, &request.subscription_id).await?;
+            if tenant != "*" && tenant != found.tenant {
+                return Err(Status::invalid_argument(format!(
+                    "subscription_id: {} belongs to another tenant than {tenant:?}",
+                    found.id
+                )));
+            }
+            tenant = found.tenant;
+            subscription = found.id;
+        }
+        // A wildcard or a dot in a name would widen the subject.
+        if tenant != "*" {
+            hookrelay_core::event::check_token_path(&tenant, false)
+                .map_err(|m| Status::invalid_argument(format!("tenant: {m}")))?;
+        }
+        let subject = self
+            .replayer
+            .config
+            .names()
+            .attempt_subject(&tenant, &subscription);
+        let client = self.replayer.js.client();
+        let subscriber = client
+            .subscribe(subject)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot follow attempts: {e}")))?;
+        // Subscribed before the first attempt is awaited: none is missed
+        // from the moment the call is answered.
+        client
+            .flush()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot follow attempts: {e}")))?;
+        let attempts = subscriber.filter_map(move |message| {
+            let record = serde_json::from_slice::<AttemptRecord>(&message.payload)
+                .ok()
+                .filter(|record| caller.sees(&record.tenant));
+            async move { record.map(|record| Ok(to_proto(record))) }
+        });
+        Ok(Response::new(Box::pin(attempts)))
+    }
+
     async fn list_attempts(
         &self,
         request: Request<pb::ListAttemptsRequest>,

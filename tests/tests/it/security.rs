@@ -569,3 +569,85 @@ async fn a_page_token_continues_only_the_listing_that_issued_it() {
             .unwrap_err(),
     );
 }
+
+/// A `TailAttempts` call with `token` (empty: the admin's).
+async fn tail(
+    hr: &Harness,
+    token: &str,
+    tenant: &str,
+    subscription_id: &str,
+) -> Result<tonic::Streaming<pb::Attempt>, tonic::Status> {
+    let request = pb::TailAttemptsRequest {
+        tenant: tenant.into(),
+        subscription_id: subscription_id.into(),
+    };
+    let mut logs = match token {
+        "" => hr.logs().await,
+        token => hr.logs_as(token).await,
+    };
+    Ok(logs.tail_attempts(request).await?.into_inner())
+}
+
+/// The next attempt of a tail, within [`WAIT`].
+async fn next_tailed(stream: &mut tonic::Streaming<pb::Attempt>) -> pb::Attempt {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an attempt in time")
+        .expect("the stream goes on")
+        .expect("an attempt")
+}
+
+#[tokio::test]
+async fn a_tail_shows_a_tenant_only_its_own_attempts() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (acme_sub, _) = hr
+        .create(subscription("acme", &receiver.url("/acme"), &["tail.*"]))
+        .await;
+    let (globex_sub, _) = hr
+        .create(subscription(
+            "globex",
+            &receiver.url("/globex"),
+            &["tail.*"],
+        ))
+        .await;
+    let mut globex = tail(&hr, TestEnv::GLOBEX_TOKEN, "", "").await.unwrap();
+    let mut admin = tail(&hr, "", "", "").await.unwrap();
+
+    // Another tenant, another tenant's subscription, a widened subject:
+    // refused.
+    let denied = tail(&hr, TestEnv::GLOBEX_TOKEN, "acme", "")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let hidden = tail(&hr, TestEnv::GLOBEX_TOKEN, "", &acme_sub.id)
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    let widened = tail(&hr, "", "acme.>", "").await.unwrap_err();
+    assert_eq!(widened.code(), Code::InvalidArgument, "{widened:?}");
+
+    hr.publish("acme", "tail.one", br#"{"id":"acme-1","data":{}}"#)
+        .await;
+    hr.publish("globex", "tail.one", br#"{"id":"globex-1","data":{}}"#)
+        .await;
+    let seen = next_tailed(&mut globex).await;
+    assert_eq!(
+        (
+            seen.tenant.as_str(),
+            seen.subscription_id.as_str(),
+            seen.event_id.as_str()
+        ),
+        ("globex", globex_sub.id.as_str(), "globex-1")
+    );
+    // The admin sees both; globex never sees acme's (its next is its own).
+    let mut events = vec![
+        next_tailed(&mut admin).await.event_id,
+        next_tailed(&mut admin).await.event_id,
+    ];
+    events.sort();
+    assert_eq!(events, ["acme-1", "globex-1"]);
+    hr.publish("globex", "tail.one", br#"{"id":"globex-2","data":{}}"#)
+        .await;
+    assert_eq!(next_tailed(&mut globex).await.event_id, "globex-2");
+}

@@ -1,16 +1,19 @@
-//! `hookctl tail`: follows attempts live, a line each, as the dispatcher
-//! records them (a plain NATS subscription on the attempts subjects).
+//! `hookctl tail`: follows attempts live, a line each, as they are
+//! recorded (the `TailAttempts` stream, scoped by the token like every
+//! other call).
 
 use std::io::Write;
-use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::Args;
-use futures::StreamExt;
-use hookrelay_core::delivery::AttemptRecord;
+use hookrelay_proto::v1 as pb;
+use hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient;
+
+use crate::connect::{channel, status};
+use crate::output;
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
+    /// Default: the token's tenant (every tenant for an admin token).
     #[arg(long)]
     pub tenant: Option<String>,
     #[arg(long)]
@@ -18,49 +21,50 @@ pub struct TailArgs {
 }
 
 pub async fn run(
-    nats: &str,
-    prefix: &str,
+    server: &crate::connect::Server,
     json: bool,
     args: TailArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let names = hookrelay_core::Names::new(prefix);
-    let subject = names.attempt_subject(
-        args.tenant.as_deref().unwrap_or("*"),
-        args.subscription.as_deref().unwrap_or("*"),
-    );
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats)
+    let mut client = DeliveryLogsClient::new(channel(server).await?);
+    let mut attempts = client
+        .tail_attempts(pb::TailAttemptsRequest {
+            tenant: args.tenant.clone().unwrap_or_default(),
+            subscription_id: args.subscription.clone().unwrap_or_default(),
+        })
         .await
-        .map_err(|e| anyhow!("cannot reach NATS at {nats}: {e} (set --nats or HOOKCTL_NATS)"))?;
-    let mut attempts = client.subscribe(subject.clone()).await?;
-    client.flush().await?;
-    writeln!(out, "following {subject} (Ctrl-C to stop)")?;
+        .map_err(status)?
+        .into_inner();
+    let scope = match (&args.tenant, &args.subscription) {
+        (_, Some(subscription)) => format!("subscription {subscription}"),
+        (Some(tenant), None) => format!("tenant {tenant}"),
+        (None, None) => "every attempt this token may see".to_owned(),
+    };
+    writeln!(out, "following {scope} (Ctrl-C to stop)")?;
     out.flush()?;
-    while let Some(message) = attempts.next().await {
-        let Ok(record) = serde_json::from_slice::<AttemptRecord>(&message.payload) else {
-            continue;
-        };
+    while let Some(attempt) = attempts.message().await.map_err(status)? {
         if json {
-            writeln!(out, "{}", String::from_utf8_lossy(&message.payload))?;
+            writeln!(out, "{}", output::attempt_json(&attempt))?;
         } else {
-            let status = record
+            let status = attempt
                 .response
                 .as_ref()
                 .map_or("-".to_owned(), |r| r.status.to_string());
+            let started = attempt
+                .started_at
+                .as_ref()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .map_or("-".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string());
             writeln!(
                 out,
-                "{} {} {} event={} attempt={} {} {} {}ms {}",
-                record.started_at.format("%H:%M:%S%.3f"),
-                record.tenant,
-                record.subscription_id,
-                record.event_id,
-                record.attempt,
-                record.outcome.as_str(),
-                status,
-                record.duration_ms,
-                record.reason
+                "{started} {} {} event={} attempt={} {} {status} {}ms {}",
+                attempt.tenant,
+                attempt.subscription_id,
+                attempt.event_id,
+                attempt.attempt,
+                attempt.outcome,
+                attempt.duration_ms,
+                attempt.reason
             )?;
         }
         out.flush()?;
