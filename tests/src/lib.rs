@@ -86,7 +86,7 @@ impl Harness {
                 net.clone(),
             )));
         }
-        let client = async_nats::connect(&env.config.nats.url)
+        let client = async_nats::connect(env.config.nats.servers())
             .await
             .expect("connect to NATS");
         let harness = Self {

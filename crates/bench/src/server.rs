@@ -182,7 +182,7 @@ pub async fn clean_up_unfinished(opts: &Opts) {
 
 /// Deletes an installation's streams and Redis keys.
 async fn delete_everything(config: &Config) -> anyhow::Result<()> {
-    let client = async_nats::connect(&config.nats.url).await?;
+    let client = async_nats::connect(config.nats.servers()).await?;
     let js = async_nats::jetstream::new(client);
     hookrelay_core::nats::delete_streams(&js, config).await;
     let mut redis = redis_connection(&config.redis.url).await?;

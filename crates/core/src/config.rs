@@ -82,6 +82,17 @@ impl AuthConfig {
     }
 }
 
+impl NatsConfig {
+    /// The servers of `url`, as a client connects to them.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
 /// The hex SHA-256 of a token, as `auth` stores it.
 pub fn token_sha256(token: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -93,6 +104,8 @@ pub fn token_sha256(token: &str) -> String {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
+    /// One server, or the servers of a cluster comma-separated
+    /// (`nats://a:4222,nats://b:4222,nats://c:4222`).
     pub url: String,
     pub replicas: usize,
     #[serde(with = "humantime_serde")]
@@ -206,6 +219,14 @@ impl Config {
         };
         if let Err(message) = Names::check_prefix(&self.prefix) {
             return invalid("prefix", &message);
+        }
+        for server in self.nats.servers() {
+            if let Err(error) = server.parse::<async_nats::ServerAddr>() {
+                return invalid("nats.url", &format!("{server:?}: {error}"));
+            }
+        }
+        if self.nats.servers().is_empty() {
+            return invalid("nats.url", "is required");
         }
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return invalid("nats.replicas", "must be between 1 and 5");
@@ -337,5 +358,22 @@ mod tests {
             assert!(err.contains("dispatcher.ack_wait"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_cluster_is_a_comma_separated_list_of_servers() {
+        let mut config = Config::defaults();
+        config.nats.url = "nats://127.0.0.1:4222, nats://127.0.0.1:4223,".into();
+        assert_eq!(
+            config.nats.servers(),
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert!(config.validate().is_ok());
+        config.nats.url = "nats://127.0.0.1:4222,nats://127.0.0.1:port".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("nats.url") && err.contains("127.0.0.1:port"),
+            "{err}"
+        );
     }
 }

@@ -37,7 +37,7 @@ pub async fn connect(config: &Config, service: &str) -> Result<async_nats::Clien
         .name(format!("hookrelay-{service}"))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(&config.nats.url)
+        .connect(config.nats.servers())
         .await
         .map_err(|source| NatsError::Connect {
             url: config.nats.url.clone(),

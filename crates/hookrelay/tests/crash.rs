@@ -283,16 +283,7 @@ impl OwnServer {
                 command
             }
             Kind::Nats => {
-                let program = ["nats-server", "/usr/sbin/nats-server"]
-                    .into_iter()
-                    .find(|p| {
-                        std::process::Command::new(p)
-                            .arg("--version")
-                            .output()
-                            .is_ok()
-                    })
-                    .expect("nats-server on PATH (scripts/services.sh installs it)");
-                let mut command = Command::new(program);
+                let mut command = Command::new(nats_program());
                 command
                     .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
                     .arg(&self.dir);
@@ -334,6 +325,161 @@ impl OwnServer {
             child.wait().await.unwrap();
         }
     }
+}
+
+/// The nats-server binary.
+fn nats_program() -> &'static str {
+    ["nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+        .expect("nats-server on PATH (scripts/services.sh installs it)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three nats-servers of the test's own on loopback, routed to each other
+/// with JetStream clustered, so streams at R3 outlive one node.
+struct NatsCluster {
+    /// (server name, client port, data folder, process).
+    nodes: Vec<(String, u16, std::path::PathBuf, Option<Child>)>,
+}
+
+impl NatsCluster {
+    async fn start() -> Self {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster = format!("hookrelay-test-{}", routes[0]);
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let (name, port) = (format!("n{}", i + 1), free_port());
+            let dir = std::env::temp_dir().join(format!("hookrelay-{cluster}-{name}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|r| *r != route)
+                .map(|r| format!("nats://127.0.0.1:{r}"))
+                .collect();
+            let child = Command::new(nats_program())
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(&dir)
+                .args(["--server_name", &name, "--cluster_name", &cluster])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &others.join(",")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("nats-server on PATH");
+            nodes.push((name, port, dir, Some(child)));
+        }
+        let cluster = Self { nodes };
+        // Ready once a stream at R3 can be made: routes up, JetStream's
+        // meta leader elected, every peer known.
+        let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        eventually("the NATS cluster up", Duration::from_secs(60), || async {
+            let stream = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "CLUSTER_PROBE".into(),
+                    subjects: vec!["cluster.probe".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            drop(stream);
+            js.delete_stream("CLUSTER_PROBE").await.ok().map(drop)
+        })
+        .await;
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated, as `nats.url` takes them.
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(_, port, _, _)| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILLs the node called `name`.
+    async fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.0 == name)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.3.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for (_, _, dir, child) in &mut self.nodes {
+            if let Some(child) = child {
+                let _ = child.start_kill();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_nats_cluster_node_killed_mid_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = NatsCluster::start().await;
+    let mut env = TestEnv::new();
+    env.config.nats.url = cluster.urls();
+    env.config.nats.replicas = 3;
+    let hr = Harness::start_with(env, Role::All).await;
+    let names = hr.env.config.names();
+    let mut events = hr.js.get_stream(names.events_stream()).await.unwrap();
+    let info = events.info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 3);
+    // The stream's leader is the node whose loss hurts most.
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("a clustered stream has a leader");
+
+    let receiver = Receiver::start().await;
+    fail_first_attempt(&receiver);
+    hr.create(flaky_subscription(receiver.url("/jobs"))).await;
+    publish_all(&hr).await;
+    eventually("the load under way", Duration::from_secs(20), || async {
+        (receiver.requests().len() >= EVENTS / 2).then_some(())
+    })
+    .await;
+    cluster.kill(&leader).await;
+    assert!(
+        delivered(&receiver) < EVENTS,
+        "the kill came mid-load ({} requests)",
+        receiver.requests().len()
+    );
+    // Generous: a new leader is elected, clients move to a live node.
+    eventually(
+        "every event delivered",
+        Duration::from_secs(120),
+        || async { (delivered(&receiver) == EVENTS).then_some(()) },
+    )
+    .await;
 }
 
 impl Drop for OwnServer {

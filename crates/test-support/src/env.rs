@@ -81,7 +81,7 @@ impl Drop for TestEnv {
                 .expect("cleanup runtime");
             runtime.block_on(async move {
                 let work = async {
-                    if let Ok(client) = async_nats::connect(&config.nats.url).await {
+                    if let Ok(client) = async_nats::connect(config.nats.servers()).await {
                         let js = async_nats::jetstream::new(client);
                         hookrelay_core::nats::delete_streams(&js, &config).await;
                     }

@@ -80,7 +80,7 @@ pub async fn run(
     let subject = hookrelay_core::Names::new(prefix).event_subject(&args.tenant, &args.event_type);
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .connect(nats)
+        .connect(nats.split(',').map(str::trim).collect::<Vec<_>>())
         .await
         .map_err(|e| anyhow!("cannot reach NATS at {nats}: {e} (set --nats or HOOKCTL_NATS)"))?;
     let js = async_nats::jetstream::new(client);

@@ -18,7 +18,9 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new() -> Self {
         let env = TestEnv::new();
-        let client = async_nats::connect(&env.config.nats.url).await.unwrap();
+        let client = async_nats::connect(env.config.nats.servers())
+            .await
+            .unwrap();
         let js = jetstream::new(client);
         hookrelay_core::nats::ensure_streams(&js, &env.config)
             .await
