@@ -120,6 +120,12 @@ impl Names {
         format!("{}_subscriptions", self.prefix)
     }
 
+    /// KV bucket holding each tenant's subscription ids (one key per
+    /// tenant), so a tenant is listed and counted without reading others.
+    pub fn tenants_bucket(&self) -> String {
+        format!("{}_tenants", self.prefix)
+    }
+
     /// Durable consumer name of a service on its input stream.
     pub fn consumer(&self, service: &str) -> String {
         format!("{}_{service}", self.prefix)
@@ -136,7 +142,7 @@ impl Names {
     }
 
     /// Every stream this installation owns.
-    pub fn streams(&self) -> [String; 6] {
+    pub fn streams(&self) -> [String; 7] {
         [
             self.events_stream(),
             self.batches_stream(),
@@ -144,6 +150,7 @@ impl Names {
             self.attempts_stream(),
             self.dlq_stream(),
             format!("KV_{}", self.subscriptions_bucket()),
+            format!("KV_{}", self.tenants_bucket()),
         ]
     }
 }

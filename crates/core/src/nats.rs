@@ -138,7 +138,23 @@ pub async fn subscriptions_bucket(
     js: &jetstream::Context,
     config: &Config,
 ) -> Result<kv::Store, NatsError> {
-    let bucket = config.names().subscriptions_bucket();
+    bucket(js, config, config.names().subscriptions_bucket()).await
+}
+
+/// The tenants bucket (each tenant's subscription ids), created if missing.
+pub async fn tenants_bucket(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<kv::Store, NatsError> {
+    bucket(js, config, config.names().tenants_bucket()).await
+}
+
+/// A KV bucket of this installation at `nats.replicas`, created if missing.
+async fn bucket(
+    js: &jetstream::Context,
+    config: &Config,
+    bucket: String,
+) -> Result<kv::Store, NatsError> {
     let err = |e: &dyn std::fmt::Display| NatsError::Bucket {
         name: bucket.clone(),
         message: e.to_string(),

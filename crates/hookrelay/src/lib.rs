@@ -209,6 +209,13 @@ pub async fn run_with(
     else {
         return Ok(());
     };
+    let Some(tenants) = retry_until(&shutdown, "open tenants bucket", || {
+        hookrelay_core::nats::tenants_bucket(&js, &config)
+    })
+    .await
+    else {
+        return Ok(());
+    };
 
     let index = SubscriptionIndex::new();
     if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) {
@@ -321,7 +328,13 @@ pub async fn run_with(
                     config.limits.max_response_body_bytes,
                     guard.clone(),
                 )
-                .map(|sender| SubscriptionService::new(Store::new(bucket.clone()), sender, &config))
+                .map(|sender| {
+                    SubscriptionService::new(
+                        Store::new(bucket.clone(), tenants.clone()),
+                        sender,
+                        &config,
+                    )
+                })
             })
             .transpose()?;
         let logs = attempt_index.map(|index| {

@@ -51,21 +51,6 @@ impl SubscriptionService {
             .map_err(|m| ApiError::invalid("subscription.url", m))
     }
 
-    /// Refuses a subscription beyond the tenant's allowance.
-    async fn check_tenant_room(&self, tenant: &str) -> Result<(), ApiError> {
-        let (existing, _) = self
-            .store
-            .list(Some(tenant), "", self.max_per_tenant)
-            .await?;
-        if existing.len() >= self.max_per_tenant {
-            return Err(ApiError::ResourceExhausted(format!(
-                "tenant {tenant} has {} subscriptions, the most allowed (limits.max_subscriptions_per_tenant)",
-                existing.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// A subscription the caller may see; another tenant's is NOT_FOUND,
     /// exactly like a missing one.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
@@ -197,7 +182,6 @@ impl Subscriptions for SubscriptionService {
         let spec = validate::spec(&input)?;
         self.in_flight.check(&spec)?;
         self.check_destination(&spec.url).await?;
-        self.check_tenant_room(&spec.tenant).await?;
         let now = Utc::now();
         let secret = generate_secret();
         let mut sub = Subscription {
@@ -229,7 +213,7 @@ impl Subscriptions for SubscriptionService {
             revision: 0,
         };
         apply(&mut sub, spec);
-        let sub = self.store.create(sub).await?;
+        let sub = self.store.create(sub, self.max_per_tenant).await?;
         tracing::info!(subscription = %sub.id, tenant = %sub.tenant, "subscription created");
         Ok(Response::new(pb::CreateSubscriptionResponse {
             subscription: Some(to_proto(&sub)),
@@ -292,6 +276,16 @@ impl Subscriptions for SubscriptionService {
         check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
         self.in_flight.check(&spec)?;
+        if spec.tenant != sub.tenant {
+            return Err(ApiError::invalid(
+                "subscription.tenant",
+                format!(
+                    "cannot change from {:?} to {:?}; create the subscription in the other tenant instead",
+                    sub.tenant, spec.tenant
+                ),
+            )
+            .into());
+        }
         if spec.url != sub.url {
             self.check_destination(&spec.url).await?;
         }
@@ -311,7 +305,7 @@ impl Subscriptions for SubscriptionService {
         let request = request.into_inner();
         let sub = self.visible(&caller, &request.id).await?;
         check_revision(&sub, request.expected_revision)?;
-        self.store.delete(&sub.id, sub.revision).await?;
+        self.store.delete(&sub, sub.revision).await?;
         tracing::info!(subscription = %sub.id, "subscription deleted");
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
     }

@@ -1,5 +1,15 @@
 //! Subscriptions in the JetStream KV bucket: one key per subscription id,
 //! the value the JSON of the core model, the revision the KV revision.
+//!
+//! Beside it, the tenants bucket keeps each tenant's subscription ids under
+//! the tenant's key, written with revision checks: a tenant is listed by
+//! reading its ids and then only its subscriptions, and the per-tenant
+//! limit is checked in the same revision-checked write that adds an id, so
+//! two concurrent creates cannot both take the last place. An id is added
+//! before its subscription is written and removed after it is deleted;
+//! one left behind by a crash in between is skipped when listing and
+//! dropped when the tenant is full. Subscriptions written before this index
+//! existed are indexed once, by a scan, on first use.
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -12,7 +22,24 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct Store {
     kv: kv::Store,
+    tenants: kv::Store,
+    /// Set once subscriptions older than the tenants bucket are indexed.
+    indexed: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
+
+/// A tenant's subscription ids, sorted, as its key in the tenants bucket holds them.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Members {
+    ids: Vec<String>,
+}
+
+/// The key, in the tenants bucket, saying every older subscription is
+/// indexed (a dot: no tenant can be called that).
+const INDEXED_KEY: &str = "index.built";
+/// Revision-checked writes of one tenant's ids tried before giving up.
+const CAS_TRIES: usize = 20;
+/// Subscriptions read at once when listing a tenant.
+const READ_AHEAD: usize = 16;
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
@@ -40,8 +67,160 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 }
 
 impl Store {
-    pub fn new(kv: kv::Store) -> Self {
-        Self { kv }
+    /// The store over the subscriptions bucket and the tenants bucket.
+    pub fn new(kv: kv::Store, tenants: kv::Store) -> Self {
+        Self {
+            kv,
+            tenants,
+            indexed: Default::default(),
+        }
+    }
+
+    /// Indexes subscriptions written before the tenants bucket existed,
+    /// once per installation (merged with what concurrent creates added).
+    async fn ensure_indexed(&self) -> Result<(), ApiError> {
+        self.indexed
+            .get_or_try_init(|| async {
+                if self
+                    .tenants
+                    .get(INDEXED_KEY)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                let (all, _) = self.scan(None, "", usize::MAX).await?;
+                let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> =
+                    Default::default();
+                for sub in all {
+                    by_tenant.entry(sub.tenant).or_default().push(sub.id);
+                }
+                for (tenant, ids) in by_tenant {
+                    self.change_members(&tenant, |members| {
+                        for id in &ids {
+                            if let Err(at) = members.ids.binary_search(id) {
+                                members.ids.insert(at, id.clone());
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                }
+                self.tenants
+                    .put(INDEXED_KEY, Bytes::from_static(b"1"))
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+            .map(drop)
+    }
+
+    /// A tenant's ids and the revision they were read at (none yet: `None`).
+    async fn members(&self, tenant: &str) -> Result<(Members, Option<u64>), ApiError> {
+        let Some(entry) = self.tenants.entry(tenant).await.map_err(unavailable)? else {
+            return Ok((Members::default(), None));
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok((Members::default(), Some(entry.revision)));
+        }
+        let members = serde_json::from_slice(&entry.value).map_err(|e| {
+            ApiError::Internal(format!(
+                "the subscription ids of tenant {tenant} are unreadable: {e}"
+            ))
+        })?;
+        Ok((members, Some(entry.revision)))
+    }
+
+    /// Applies `change` to a tenant's ids and writes them back if nobody
+    /// wrote them meanwhile, reading again and retrying otherwise.
+    async fn change_members(
+        &self,
+        tenant: &str,
+        mut change: impl FnMut(&mut Members) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        for tries in 0..CAS_TRIES {
+            if tries > 0 {
+                // Another write won; step aside a little longer each time.
+                tokio::time::sleep(std::time::Duration::from_micros(250 * tries as u64)).await;
+            }
+            let (mut members, revision) = self.members(tenant).await?;
+            change(&mut members)?;
+            let value = Bytes::from(serde_json::to_vec(&members).expect("ids serialize"));
+            let written = match revision {
+                None => self
+                    .tenants
+                    .create(tenant, value)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    }),
+                Some(revision) => self
+                    .tenants
+                    .update(tenant, value, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                // Someone else wrote them first: read again.
+                Err((true, _)) => continue,
+                Err((false, message)) => return Err(ApiError::Unavailable(message)),
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "the subscription ids of tenant {tenant} kept changing under {CAS_TRIES} tries"
+        )))
+    }
+
+    /// Adds `id` to `tenant`'s ids unless it has `max` already (ids whose
+    /// subscription is gone are dropped first).
+    async fn reserve(&self, tenant: &str, id: &str, max: usize) -> Result<(), ApiError> {
+        self.ensure_indexed().await?;
+        let (members, _) = self.members(tenant).await?;
+        let mut gone = Vec::new();
+        if members.ids.len() >= max {
+            // Full, or holding ids a crash left behind: find those.
+            for member in &members.ids {
+                if matches!(self.get(member).await, Err(ApiError::NotFound(_))) {
+                    gone.push(member.clone());
+                }
+            }
+        }
+        self.change_members(tenant, |members| {
+            members.ids.retain(|m| !gone.contains(m));
+            if members.ids.len() >= max {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "tenant {tenant} has {} subscriptions, the most allowed (limits.max_subscriptions_per_tenant)",
+                    members.ids.len()
+                )));
+            }
+            if let Err(at) = members.ids.binary_search(&id.to_owned()) {
+                members.ids.insert(at, id.to_owned());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes `id` from `tenant`'s ids.
+    async fn release(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        self.change_members(tenant, |members| {
+            members.ids.retain(|m| m != id);
+            Ok(())
+        })
+        .await
     }
 
     /// A fresh id, sorting by creation time.
@@ -49,16 +228,34 @@ impl Store {
         format!("{ID_PREFIX}{}", ulid::Ulid::new())
     }
 
-    pub async fn create(&self, mut sub: Subscription) -> Result<Subscription, ApiError> {
-        sub.revision =
-            self.kv
-                .create(&sub.id, encode(&sub)?)
-                .await
-                .map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => ApiError::Conflict(sub.id.clone()),
-                    _ => unavailable(e),
-                })?;
-        Ok(sub)
+    /// Stores a new subscription if its tenant has fewer than
+    /// `max_per_tenant`.
+    pub async fn create(
+        &self,
+        mut sub: Subscription,
+        max_per_tenant: usize,
+    ) -> Result<Subscription, ApiError> {
+        self.reserve(&sub.tenant, &sub.id, max_per_tenant).await?;
+        let created = self
+            .kv
+            .create(&sub.id, encode(&sub)?)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => ApiError::Conflict(sub.id.clone()),
+                _ => unavailable(e),
+            });
+        match created {
+            Ok(revision) => {
+                sub.revision = revision;
+                Ok(sub)
+            }
+            Err(error) => {
+                if let Err(left) = self.release(&sub.tenant, &sub.id).await {
+                    tracing::warn!(subscription = %sub.id, error = %left, "id of a subscription not created left in its tenant's ids; dropped when the tenant is full");
+                }
+                Err(error)
+            }
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<Subscription, ApiError> {
@@ -75,8 +272,57 @@ impl Store {
     }
 
     /// Subscriptions with ids after `after`, in id order, at most `limit`,
-    /// of `tenant` if given; and whether more may follow.
+    /// of `tenant` if given (reading only that tenant's); and whether more
+    /// may follow.
     pub async fn list(
+        &self,
+        tenant: Option<&str>,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<Subscription>, bool), ApiError> {
+        let Some(tenant) = tenant else {
+            return self.scan(None, after, limit).await;
+        };
+        use futures::StreamExt;
+        self.ensure_indexed().await?;
+        let (members, _) = self.members(tenant).await?;
+        let ids: Vec<&String> = members
+            .ids
+            .iter()
+            .filter(|id| id.as_str() > after)
+            .collect();
+        let mut page = Vec::new();
+        let mut read = 0;
+        while page.len() < limit && read < ids.len() {
+            let batch: Vec<String> = ids[read..ids.len().min(read + (limit - page.len()))]
+                .iter()
+                .map(|id| (*id).clone())
+                .collect();
+            let taken = batch.len();
+            let subs: Vec<Result<Subscription, ApiError>> = futures::stream::iter(batch)
+                .map(|id| {
+                    let store = self.clone();
+                    async move { store.get(&id).await }
+                })
+                .buffered(READ_AHEAD)
+                .collect()
+                .await;
+            read += taken;
+            for sub in subs {
+                match sub {
+                    Ok(sub) if sub.tenant == tenant => page.push(sub),
+                    // Left behind by a crash between the two writes.
+                    Ok(_) | Err(ApiError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((page, read < ids.len()))
+    }
+
+    /// Every subscription (of `tenant` if given) after `after`, by reading
+    /// the whole bucket: for admins listing everything, and for indexing.
+    async fn scan(
         &self,
         tenant: Option<&str>,
         after: &str,
@@ -126,7 +372,8 @@ impl Store {
         Ok(sub)
     }
 
-    pub async fn delete(&self, id: &str, expected: u64) -> Result<(), ApiError> {
+    pub async fn delete(&self, sub: &Subscription, expected: u64) -> Result<(), ApiError> {
+        let id = sub.id.as_str();
         self.kv
             .delete_expect_revision(id, Some(expected))
             .await
@@ -136,6 +383,10 @@ impl Store {
                     ApiError::Conflict(id.to_owned())
                 }
                 _ => unavailable(e),
-            })
+            })?;
+        if let Err(error) = self.release(&sub.tenant, id).await {
+            tracing::warn!(subscription = %id, %error, "deleted subscription's id left in its tenant's ids; skipped when listing");
+        }
+        Ok(())
     }
 }

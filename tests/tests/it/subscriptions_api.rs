@@ -385,3 +385,132 @@ async fn grpc_reflection_lists_the_services() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_tenant_limit_holds_under_concurrent_creates_and_frees_on_delete() {
+    let mut env = hookrelay_tests::support::TestEnv::new();
+    env.config.limits.max_subscriptions_per_tenant = 5;
+    let hr = Harness::start_with(env, hookrelay::Role::All).await;
+    let client = hr.subscriptions().await;
+    let creates = (0..20).map(|n| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_subscription(pb::CreateSubscriptionRequest {
+                    subscription: Some(subscription(
+                        "acme",
+                        &format!("http://127.0.0.1:9/{n}"),
+                        &["*"],
+                    )),
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 5, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("tenant acme has 5 subscriptions, the most allowed"),
+            "{}",
+            refused.message()
+        );
+    }
+    // Another tenant is not counted against acme.
+    hr.create(subscription("globex", "http://127.0.0.1:9/g", &["*"]))
+        .await;
+    let mut client = client.clone();
+    let listed = client
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert_eq!(listed.len(), 5);
+    assert!(listed.iter().all(|s| s.tenant == "acme"));
+
+    let gone = created[0].get_ref().subscription.clone().unwrap();
+    client
+        .delete_subscription(pb::DeleteSubscriptionRequest {
+            id: gone.id.clone(),
+            expected_revision: gone.revision,
+        })
+        .await
+        .unwrap();
+    hr.create(subscription("acme", "http://127.0.0.1:9/again", &["*"]))
+        .await;
+
+    // A subscription cannot move to another tenant.
+    let mut moved = created[1].get_ref().subscription.clone().unwrap();
+    moved.tenant = "globex".into();
+    let status = client
+        .update_subscription(pb::UpdateSubscriptionRequest {
+            expected_revision: moved.revision,
+            subscription: Some(moved),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("subscription.tenant: cannot change from \"acme\" to \"globex\""),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_stored_before_the_tenant_index_are_listed_and_counted() {
+    let env = hookrelay_tests::support::TestEnv::new();
+    // As an earlier version left them: in the subscriptions bucket only.
+    let client = async_nats::connect(env.config.nats.servers())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bucket = hookrelay_core::nats::subscriptions_bucket(&js, &env.config)
+        .await
+        .unwrap();
+    let mut old_ids = Vec::new();
+    for n in 0..3 {
+        let id = format!("sub_01J0000000000000000000000{n}");
+        let value = serde_json::json!({
+            "id": id, "tenant": "acme", "url": format!("http://127.0.0.1:9/old{n}"),
+            "event_types": ["*"], "enabled": true, "secrets": [],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        });
+        bucket
+            .put(&id, serde_json::to_vec(&value).unwrap().into())
+            .await
+            .unwrap();
+        old_ids.push(id);
+    }
+    let mut env = env;
+    env.config.limits.max_subscriptions_per_tenant = 4;
+    let hr = Harness::start_with(env, hookrelay::Role::All).await;
+    let mut client = hr.subscriptions().await;
+    let listed: Vec<String> = client
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, old_ids);
+    // They count: one more fits, the next does not.
+    hr.create(subscription("acme", "http://127.0.0.1:9/new", &["*"]))
+        .await;
+    let status = create_err(&hr, subscription("acme", "http://127.0.0.1:9/over", &["*"])).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
