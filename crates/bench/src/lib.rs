@@ -75,6 +75,9 @@ pub enum Scenario {
     /// A subscription whose circuit is open: CPU per event held, next to a
     /// delivery's.
     Circuit,
+    /// 100,000 subscriptions across 1,000 tenants: listing and creating
+    /// for one tenant, p99.
+    Admin,
     /// No hookrelay: what one JetStream hop and one bare HTTP request cost,
     /// the least CPU any delivery needs on this machine.
     Floor,
@@ -147,6 +150,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Batching,
                 Scenario::Large,
                 Scenario::Circuit,
+                Scenario::Admin,
                 Scenario::Floor,
             ],
             one => vec![one],
@@ -164,6 +168,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Large => scenarios::large(&opts).await?,
             Scenario::Floor => scenarios::floor(&opts).await?,
             Scenario::Circuit => scenarios::circuit(&opts).await?,
+            Scenario::Admin => scenarios::admin(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

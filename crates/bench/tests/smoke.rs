@@ -219,3 +219,12 @@ fn circuit_compares_an_open_circuit_with_a_delivery() {
     figure(&report, "requests_while_open");
     common(&report);
 }
+
+#[test]
+fn admin_times_listing_and_creating_for_one_tenant() {
+    let report = run("admin");
+    positive(&report, "list_p99");
+    positive(&report, "create_p99");
+    positive(&report, "creates_per_sec_while_seeding");
+    common(&report);
+}

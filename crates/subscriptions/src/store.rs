@@ -25,7 +25,12 @@ pub struct Store {
     tenants: kv::Store,
     /// Set once subscriptions older than the tenants bucket are indexed.
     indexed: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// Writes of one tenant's ids from this process, one at a time: the
+    /// revision check then only races other replicas.
+    writing: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, TenantLock>>>,
 }
+
+type TenantLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 /// A tenant's subscription ids, sorted, as its key in the tenants bucket holds them.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -73,6 +78,7 @@ impl Store {
             kv,
             tenants,
             indexed: Default::default(),
+            writing: Default::default(),
         }
     }
 
@@ -140,6 +146,14 @@ impl Store {
         tenant: &str,
         mut change: impl FnMut(&mut Members) -> Result<(), ApiError>,
     ) -> Result<(), ApiError> {
+        let lock = self
+            .writing
+            .lock()
+            .expect("not poisoned")
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        let _writing = lock.lock().await;
         for tries in 0..CAS_TRIES {
             if tries > 0 {
                 // Another write won; step aside a little longer each time.

@@ -19,11 +19,13 @@ use crate::report::{Report, RSS_TARGET_BYTES};
 use crate::server::{redis_connection, redis_used_memory, Hookrelay};
 use crate::Opts;
 
+mod admin_plane;
 mod delivery;
 mod floor;
 mod large;
 mod retries;
 
+pub use admin_plane::admin;
 pub use delivery::{batching, circuit, fanout, isolation, latency, throughput};
 pub use floor::floor;
 pub use large::large;
