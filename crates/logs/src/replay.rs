@@ -13,7 +13,13 @@ use hookrelay_core::signing::webhook_id;
 use hookrelay_core::Config;
 use tonic::Status;
 
+use futures::StreamExt;
+use hookrelay_core::delivery::AttemptRecord;
+
 use crate::index::{AttemptIndex, Filter, Scope};
+
+/// Redeliveries `RecoverFailed` queues at once.
+const RECOVER_AT_ONCE: usize = 16;
 
 /// Publishes redeliveries.
 #[derive(Clone)]
@@ -49,6 +55,13 @@ impl Replayer {
                     "no attempt of event {event_id} to subscription {subscription_id} (or older than the retention)"
                 ))
             })?;
+        self.send_again(&original).await
+    }
+
+    /// Queues the delivery of `original`'s event to its subscription again,
+    /// as a redelivery; returns its `webhook-id`.
+    async fn send_again(&self, original: &AttemptRecord) -> Result<String, Status> {
+        let (event_id, subscription_id) = (&original.event_id, &original.subscription_id);
         // Only to refuse clearly what can no longer be sent: the dispatcher
         // reads the event itself, by reference.
         hookrelay_core::nats::load_event(
@@ -106,14 +119,14 @@ impl Replayer {
             until: Some(until),
         };
         let scope = Scope::SubscriptionFailures(subscription_id.to_owned());
-        let mut events = Vec::new();
+        let mut originals = Vec::new();
         let mut seen = HashSet::new();
         let mut before = None;
         loop {
             let page = self.index.list(&scope, &filter, before, 500).await?;
             for attempt in page.records {
                 if seen.insert(attempt.event_id.clone()) {
-                    events.push(attempt.event_id);
+                    originals.push(attempt);
                 }
             }
             match page.next {
@@ -121,10 +134,20 @@ impl Replayer {
                 None => break,
             }
         }
-        // Oldest first, as they happened.
-        events.reverse();
-        for event_id in &events {
-            self.redeliver(event_id, subscription_id).await?;
+        // Oldest first, as they happened; queued a few at a time, from the
+        // final attempts in hand (no event is looked up again).
+        originals.reverse();
+        let events: Vec<String> = originals.iter().map(|o| o.event_id.clone()).collect();
+        let sent: Vec<Result<String, Status>> = futures::stream::iter(originals)
+            .map(|original| {
+                let replayer = self.clone();
+                async move { replayer.send_again(&original).await }
+            })
+            .buffered(RECOVER_AT_ONCE)
+            .collect()
+            .await;
+        for result in sent {
+            result?;
         }
         Ok(events)
     }
