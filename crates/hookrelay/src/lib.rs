@@ -352,7 +352,9 @@ pub async fn run_with(
         tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::Serve(e.to_string()))?, "gRPC listening");
         servers.spawn(async move {
             grpc.serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                // Without TCP_NODELAY a reply of several frames (a page of
+                // subscriptions) waits ~40 ms for the peer's delayed ack.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop.cancelled_owned(),
             )
             .await
