@@ -10,15 +10,30 @@ use crate::server::{Hookrelay, ADMIN_TOKEN};
 /// The tenant every scenario publishes as.
 pub const TENANT: &str = "bench";
 
-pub async fn client(server: &Hookrelay) -> anyhow::Result<SubscriptionsClient<Authed>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))?
+async fn channel(server: &Hookrelay) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))?
         .connect()
         .await
-        .context("connecting to hookrelay's gRPC API")?;
+        .context("connecting to hookrelay's gRPC API")
+}
+
+pub async fn client(server: &Hookrelay) -> anyhow::Result<SubscriptionsClient<Authed>> {
     Ok(SubscriptionsClient::with_interceptor(
-        channel,
+        channel(server).await?,
         Bearer::new(Some(ADMIN_TOKEN))?,
     ))
+}
+
+/// The delivery-log API, as the admin.
+pub async fn logs_client(
+    server: &Hookrelay,
+) -> anyhow::Result<hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient<Authed>> {
+    Ok(
+        hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient::with_interceptor(
+            channel(server).await?,
+            Bearer::new(Some(ADMIN_TOKEN))?,
+        ),
+    )
 }
 
 /// A subscription of [`TENANT`] to `pattern`, delivered to `url`.

@@ -78,6 +78,8 @@ pub enum Scenario {
     /// 100,000 subscriptions across 1,000 tenants: listing and creating
     /// for one tenant, p99.
     Admin,
+    /// 1,000,000 attempt records indexed: ListAttempts by outcome, p99.
+    AttemptLog,
     /// No hookrelay: what one JetStream hop and one bare HTTP request cost,
     /// the least CPU any delivery needs on this machine.
     Floor,
@@ -151,6 +153,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Large,
                 Scenario::Circuit,
                 Scenario::Admin,
+                Scenario::AttemptLog,
                 Scenario::Floor,
             ],
             one => vec![one],
@@ -169,6 +172,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Floor => scenarios::floor(&opts).await?,
             Scenario::Circuit => scenarios::circuit(&opts).await?,
             Scenario::Admin => scenarios::admin(&opts).await?,
+            Scenario::AttemptLog => scenarios::attempt_log(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

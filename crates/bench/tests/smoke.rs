@@ -228,3 +228,12 @@ fn admin_times_listing_and_creating_for_one_tenant() {
     positive(&report, "creates_per_sec_while_seeding");
     common(&report);
 }
+
+#[test]
+fn attempt_log_times_listing_by_outcome() {
+    let report = run("attempt-log");
+    positive(&report, "indexed_per_sec");
+    positive(&report, "list_by_tenant_outcome_p99");
+    positive(&report, "list_by_subscription_outcome_p99");
+    common(&report);
+}

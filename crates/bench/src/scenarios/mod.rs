@@ -20,12 +20,14 @@ use crate::server::{redis_connection, redis_used_memory, Hookrelay};
 use crate::Opts;
 
 mod admin_plane;
+mod attempt_log;
 mod delivery;
 mod floor;
 mod large;
 mod retries;
 
 pub use admin_plane::admin;
+pub use attempt_log::attempt_log;
 pub use delivery::{batching, circuit, fanout, isolation, latency, throughput};
 pub use floor::floor;
 pub use large::large;
