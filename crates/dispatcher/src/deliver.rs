@@ -144,10 +144,6 @@ impl Dispatcher {
         }
         let admitted = self.circuits.machine.admit(&subscription.id, Utc::now());
         if admitted == Admit::Hold {
-            if lease.is_ordered() {
-                // The head waits for the probe, ahead of the rest.
-                return lease.held_back(HEAD_HELD_BACK).await;
-            }
             return self.hold(lease, &task).await;
         }
         let kib = body_kib(&event);
@@ -177,9 +173,6 @@ impl Dispatcher {
             && self.circuits.machine.admit(&subscription.id, Utc::now()) == Admit::Hold
         {
             drop(permits);
-            if lease.is_ordered() {
-                return lease.held_back(HEAD_HELD_BACK).await;
-            }
             return self.hold(lease, &task).await;
         }
         let (event, lease) = match held {
@@ -492,8 +485,13 @@ impl Dispatcher {
     }
 
     /// Holds a task of a subscription whose circuit is open, as the same
-    /// attempt, until a probe succeeds.
+    /// attempt, until a probe succeeds. (The head of an ordered queue waits
+    /// in its queue instead, ahead of the rest, and tries again when a
+    /// probe may be due.)
     async fn hold(&self, lease: Lease, task: &DeliveryTask) {
+        if lease.is_ordered() {
+            return lease.held_back(HEAD_HELD_BACK).await;
+        }
         let held = [(task.subscription_id.as_str(), held_member(task))];
         match self.circuits.hold(&held).await {
             Ok(()) => {

@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::COMPONENT;
-use crate::lease::{Lease, Ordered};
+use crate::lease::{keep_alive, Lease, Ordered, Progress};
 use crate::schedule::push_base36;
 use crate::Dispatcher;
 
@@ -222,15 +222,6 @@ impl OrderedQueues {
         Ok(())
     }
 
-    /// Tasks waiting in a subscription's queue.
-    pub async fn len(&self, subscription_id: &str) -> redis::RedisResult<u64> {
-        let mut redis = self.redis.clone();
-        redis::cmd("ZCARD")
-            .arg(self.keys.queue(subscription_id))
-            .query_async(&mut redis)
-            .await
-    }
-
     /// Subscriptions whose head may go now, of those not in `skip`, each
     /// locked for `owner` (those another dispatcher holds are left out).
     async fn claim_ready(
@@ -271,39 +262,42 @@ impl OrderedQueues {
 
     /// The head of a queue this `owner` holds.
     pub async fn head(&self, subscription_id: &str, owner: &str) -> redis::RedisResult<Head> {
-        let mut redis = self.redis.clone();
-        let reply: Vec<String> = self
-            .take
-            .key(self.keys.queue(subscription_id))
-            .key(self.keys.ready())
-            .key(self.keys.lock(subscription_id))
-            .key(self.keys.taken())
-            .key(self.keys.attempts())
-            .arg(owner)
-            .arg(LOCK_TTL.as_millis() as u64)
-            .arg(subscription_id)
-            .invoke_async(&mut redis)
-            .await?;
-        match reply.first().map(String::as_str) {
-            Some("head") if reply.len() == 4 => {
-                let member = reply[1].clone();
-                let Some((seq, first_attempt_ms)) = parse_member(&member) else {
-                    tracing::error!(%member, subscription = subscription_id, "unreadable ordered task dropped");
-                    self.settle(subscription_id, owner, &member, Settle::Done)
-                        .await?;
-                    return Ok(Head::Empty);
-                };
-                let taken: i64 = reply[3].parse().unwrap_or(-1);
-                Ok(Head::Next(QueuedTask {
-                    attempt: attempt_of(&reply[2], seq),
-                    late_after: (taken > seq as i64).then_some(taken as u64),
-                    member,
-                    seq,
-                    first_attempt_ms,
-                }))
-            }
-            Some("empty") => Ok(Head::Empty),
-            _ => Ok(Head::Lost),
+        loop {
+            let mut redis = self.redis.clone();
+            let reply: Vec<String> = self
+                .take
+                .key(self.keys.queue(subscription_id))
+                .key(self.keys.ready())
+                .key(self.keys.lock(subscription_id))
+                .key(self.keys.taken())
+                .key(self.keys.attempts())
+                .arg(owner)
+                .arg(LOCK_TTL.as_millis() as u64)
+                .arg(subscription_id)
+                .invoke_async(&mut redis)
+                .await?;
+            return match reply.first().map(String::as_str) {
+                Some("head") if reply.len() == 4 => {
+                    let member = reply[1].clone();
+                    let Some((seq, first_attempt_ms)) = parse_member(&member) else {
+                        // Not one this code wrote: dropped, and the next one is the head.
+                        tracing::error!(%member, subscription = subscription_id, "unreadable ordered task dropped");
+                        self.settle(subscription_id, owner, &member, Settle::Done)
+                            .await?;
+                        continue;
+                    };
+                    let taken: i64 = reply[3].parse().unwrap_or(-1);
+                    Ok(Head::Next(QueuedTask {
+                        attempt: attempt_of(&reply[2], seq),
+                        late_after: (taken > seq as i64).then_some(taken as u64),
+                        member,
+                        seq,
+                        first_attempt_ms,
+                    }))
+                }
+                Some("empty") => Ok(Head::Empty),
+                _ => Ok(Head::Lost),
+            };
         }
     }
 
@@ -351,6 +345,22 @@ impl OrderedQueues {
             .invoke_async(&mut redis)
             .await?;
         Ok(renewed == 1)
+    }
+}
+
+/// A queue's lock while its head is sent: renewed as a message's lease is
+/// ([`keep_alive`]).
+struct QueueLock<'a> {
+    queues: &'a OrderedQueues,
+    subscription_id: &'a str,
+    owner: &'a str,
+}
+
+impl Progress for QueueLock<'_> {
+    async fn progress(&self) {
+        if let Err(error) = self.queues.renew(self.subscription_id, self.owner).await {
+            tracing::warn!(subscription = self.subscription_id, %error, "cannot renew an ordered queue's lock");
+        }
     }
 }
 
@@ -425,7 +435,12 @@ impl Dispatcher {
             };
             let task = head.task(subscription_id);
             let run = self.clone().run_task(task, lease);
-            self.keep_lock(subscription_id, owner, run).await;
+            let lock = QueueLock {
+                queues: &self.ordered,
+                subscription_id,
+                owner,
+            };
+            keep_alive(&lock, LOCK_TTL, run).await;
             let outcome = heard.await.unwrap_or(Ordered::Later);
             let settle = match outcome {
                 Ordered::Done => {
@@ -455,28 +470,6 @@ impl Dispatcher {
             }
             if settle != Settle::Done {
                 return;
-            }
-        }
-    }
-
-    /// Runs `work` while renewing the queue's lock.
-    async fn keep_lock(
-        &self,
-        subscription_id: &str,
-        owner: &str,
-        work: impl std::future::Future<Output = ()>,
-    ) {
-        tokio::pin!(work);
-        let mut ticker = tokio::time::interval(LOCK_TTL / 3);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut work => return,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.ordered.renew(subscription_id, owner).await {
-                        tracing::warn!(subscription = subscription_id, %error, "cannot renew an ordered queue's lock");
-                    }
-                }
             }
         }
     }

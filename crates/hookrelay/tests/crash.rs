@@ -113,6 +113,18 @@ fn delivered(receiver: &Receiver) -> usize {
     by_event.values().filter(|ids| ids.len() >= 2).count()
 }
 
+/// SIGKILLs `process` once `receiver` has had `requests`; returns how many
+/// it had when the process was gone.
+async fn kill_mid_load(process: &mut Child, receiver: &Receiver, requests: usize) -> usize {
+    eventually("the load under way", Duration::from_secs(20), || async {
+        (receiver.requests().len() >= requests).then_some(())
+    })
+    .await;
+    process.start_kill().expect("SIGKILL");
+    process.wait().await.unwrap();
+    receiver.requests().len()
+}
+
 fn dispatcher_process(env: &TestEnv) -> Child {
     role_process(env, "dispatcher")
 }
@@ -150,13 +162,7 @@ async fn a_dispatcher_killed_mid_load_loses_nothing() {
     publish_all(&hr).await;
 
     // Mid-load: first attempts failing, retries pending in Redis.
-    eventually("the load under way", Duration::from_secs(20), || async {
-        (receiver.requests().len() >= EVENTS / 2).then_some(())
-    })
-    .await;
-    first.start_kill().expect("SIGKILL the dispatcher");
-    first.wait().await.unwrap();
-    let killed_at = receiver.requests().len();
+    let killed_at = kill_mid_load(&mut first, &receiver, EVENTS / 2).await;
     assert!(
         delivered(&receiver) < EVENTS,
         "the kill came mid-load ({killed_at} requests)"
@@ -190,13 +196,7 @@ async fn an_ordered_subscription_keeps_its_order_across_a_dispatcher_kill() {
     hr.create(sub).await;
     publish_all(&hr).await;
 
-    eventually("the load under way", Duration::from_secs(20), || async {
-        (receiver.requests().len() >= EVENTS / 4).then_some(())
-    })
-    .await;
-    first.start_kill().expect("SIGKILL the dispatcher");
-    first.wait().await.unwrap();
-    let killed_at = receiver.requests().len();
+    let killed_at = kill_mid_load(&mut first, &receiver, EVENTS / 4).await;
     assert!(
         killed_at < EVENTS,
         "the kill came mid-load ({killed_at} requests)"
@@ -204,25 +204,15 @@ async fn an_ordered_subscription_keeps_its_order_across_a_dispatcher_kill() {
 
     // The second takes the queue over once the first one's lock lapses.
     let _second = dispatcher_process(&hr.env);
-    let numbers = || -> Vec<u64> {
-        receiver
-            .requests()
-            .iter()
-            .map(|r| {
-                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                body["data"]["n"].as_u64().unwrap()
-            })
-            .collect()
-    };
     eventually(
         "every event delivered",
         Duration::from_secs(120),
-        || async { (numbers().last() == Some(&(EVENTS as u64 - 1))).then_some(()) },
+        || async { (receiver.event_numbers().last() == Some(&(EVENTS as u64 - 1))).then_some(()) },
     )
     .await;
     // At least once: the request in flight at the kill may come twice, in
     // its place; nothing else repeats or moves.
-    let mut arrived = numbers();
+    let mut arrived = receiver.event_numbers();
     arrived.dedup();
     assert_eq!(arrived, (0..EVENTS as u64).collect::<Vec<_>>());
 }
@@ -247,11 +237,7 @@ enum Kind {
 
 impl OwnServer {
     async fn start(kind: Kind) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("hookrelay-own-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {

@@ -84,6 +84,23 @@ struct Fate {
     unsent: Vec<Queued>,
 }
 
+/// `redis`, or a transient error if Redis does not answer within
+/// [`REDIS_WAIT`] (while it reconnects a command can wait far longer,
+/// holding up every event fetched with this one).
+async fn within_redis_wait<T>(
+    redis: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(REDIS_WAIT, redis)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "no answer from Redis",
+                format!("within {REDIS_WAIT:?}"),
+            )))
+        })
+}
+
 /// Tries of a task publish that failed before the event is given back.
 const PUBLISH_TRIES: i64 = 4;
 
@@ -234,21 +251,12 @@ impl Ingestor {
                     continue;
                 }
             };
-            // Bounded: while Redis reconnects a command can wait far
-            // longer, holding up every event fetched with this one.
-            let added = tokio::time::timeout(
-                REDIS_WAIT,
-                self.batcher
-                    .add(&subscription.id, batch, &change, Utc::now()),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from((
-                    redis::ErrorKind::IoError,
-                    "no answer from Redis",
-                    format!("within {REDIS_WAIT:?}"),
-                )))
-            });
+            let added =
+                within_redis_wait(
+                    self.batcher
+                        .add(&subscription.id, batch, &change, Utc::now()),
+                )
+                .await;
             if let Err(error) = added {
                 self.transients.failed(COMPONENT, Dependency::Redis);
                 tracing::warn!(subscription = %subscription.id, %error, "cannot buffer a change; the event will be tried again");
@@ -279,7 +287,7 @@ impl Ingestor {
                 Aside::Park(entry, due) => parked.push((entry.clone(), *due)),
             }
         }
-        let stored = tokio::time::timeout(REDIS_WAIT, async {
+        let stored = within_redis_wait(async {
             if !held.is_empty() {
                 dispatcher.hold_fetched(&held).await?;
             }
@@ -289,13 +297,11 @@ impl Ingestor {
             Ok::<_, redis::RedisError>(())
         })
         .await;
-        if let Ok(Ok(())) = stored {
+        let Err(error) = stored else {
             return;
-        }
+        };
         self.transients.failed(COMPONENT, Dependency::Redis);
-        tracing::warn!(
-            "cannot set aside tasks of open circuits and hung receivers; queueing them instead"
-        );
+        tracing::warn!(%error, "cannot set aside tasks of open circuits and hung receivers; queueing them instead");
         drop(held);
         // Some may be stored already: set aside twice, a task is sent
         // twice at worst (at least once).
@@ -319,16 +325,7 @@ impl Ingestor {
                 return false;
             }
             let task = DeliveryTask::first(&subscription.id, Source::Event, seq, received_at);
-            let queued =
-                tokio::time::timeout(REDIS_WAIT, self.ordered.enqueue(&subscription.id, &[&task]))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(redis::RedisError::from((
-                            redis::ErrorKind::IoError,
-                            "no answer from Redis",
-                            format!("within {REDIS_WAIT:?}"),
-                        )))
-                    });
+            let queued = within_redis_wait(self.ordered.enqueue(&subscription.id, &[&task])).await;
             let mut blocked = self.ordered_blocked.lock().expect("not poisoned");
             match queued {
                 Ok(()) => {

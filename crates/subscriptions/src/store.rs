@@ -206,8 +206,9 @@ impl Store {
         let mut gone = Vec::new();
         if members.ids.len() >= max {
             // Full, or holding ids a crash left behind: find those.
-            for member in &members.ids {
-                if matches!(self.get(member).await, Err(ApiError::NotFound(_))) {
+            let read = self.get_all(members.ids.clone()).await;
+            for (member, sub) in members.ids.iter().zip(read) {
+                if matches!(sub, Err(ApiError::NotFound(_))) {
                     gone.push(member.clone());
                 }
             }
@@ -297,7 +298,6 @@ impl Store {
         let Some(tenant) = tenant else {
             return self.scan(None, after, limit).await;
         };
-        use futures::StreamExt;
         self.ensure_indexed().await?;
         let (members, _) = self.members(tenant).await?;
         let ids: Vec<&String> = members
@@ -312,16 +312,8 @@ impl Store {
                 .iter()
                 .map(|id| (*id).clone())
                 .collect();
-            let taken = batch.len();
-            let subs: Vec<Result<Subscription, ApiError>> = futures::stream::iter(batch)
-                .map(|id| {
-                    let store = self.clone();
-                    async move { store.get(&id).await }
-                })
-                .buffered(READ_AHEAD)
-                .collect()
-                .await;
-            read += taken;
+            read += batch.len();
+            let subs = self.get_all(batch).await;
             for sub in subs {
                 match sub {
                     Ok(sub) if sub.tenant == tenant => page.push(sub),
@@ -332,6 +324,19 @@ impl Store {
             }
         }
         Ok((page, read < ids.len()))
+    }
+
+    /// The subscriptions `ids`, in their order, [`READ_AHEAD`] read at once.
+    async fn get_all(&self, ids: Vec<String>) -> Vec<Result<Subscription, ApiError>> {
+        use futures::StreamExt;
+        futures::stream::iter(ids)
+            .map(|id| {
+                let store = self.clone();
+                async move { store.get(&id).await }
+            })
+            .buffered(READ_AHEAD)
+            .collect()
+            .await
     }
 
     /// Every subscription (of `tenant` if given) after `after`, by reading

@@ -32,6 +32,12 @@ impl Recorded {
     pub fn body_str(&self) -> &str {
         std::str::from_utf8(&self.body).expect("utf-8 body")
     }
+
+    /// `data.n` of a JSON body: the number of the tests' numbered events.
+    pub fn event_number(&self) -> u64 {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).expect("JSON body");
+        body["data"]["n"].as_u64().expect("data.n")
+    }
 }
 
 /// How to answer one request.
@@ -149,6 +155,11 @@ impl Receiver {
         responder: impl Fn(&Recorded, &[Recorded]) -> Reply + Send + 'static,
     ) {
         self.shared.inner.lock().unwrap().responder = Some(Box::new(responder));
+    }
+
+    /// [`Recorded::event_number`] of every request, in arrival order.
+    pub fn event_numbers(&self) -> Vec<u64> {
+        self.requests().iter().map(Recorded::event_number).collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

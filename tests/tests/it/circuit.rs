@@ -18,7 +18,7 @@ use crate::subscription;
 
 const EVENTS: u64 = 8;
 
-async fn health(hr: &Harness, id: &str) -> pb::SubscriptionHealth {
+pub async fn health(hr: &Harness, id: &str) -> pb::SubscriptionHealth {
     hr.logs()
         .await
         .get_subscription_health(pb::GetSubscriptionHealthRequest {

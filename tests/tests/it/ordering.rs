@@ -11,18 +11,7 @@ use tonic::Code;
 
 use crate::logs::wait_attempts;
 use crate::subscription;
-
-/// The `n` of each event body the receiver got, in arrival order.
-fn numbers(receiver: &Receiver) -> Vec<u64> {
-    receiver
-        .requests()
-        .iter()
-        .map(|r| {
-            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            body["data"]["n"].as_u64().unwrap()
-        })
-        .collect()
-}
+use crate::subscriptions_api::create_err;
 
 fn fifo(url: &str) -> pb::Subscription {
     let mut sub = subscription("acme", url, &["seq.*"]);
@@ -52,7 +41,7 @@ async fn an_ordered_subscription_gets_its_events_one_at_a_time_in_stream_order()
 
     publish_numbered(&hr, 0..60).await;
     ordered.wait_for(60, Duration::from_secs(30)).await;
-    assert_eq!(numbers(&ordered), (0..60).collect::<Vec<_>>());
+    assert_eq!(ordered.event_numbers(), (0..60).collect::<Vec<_>>());
     assert_eq!(ordered.max_in_flight(), 1, "more than one request at once");
 }
 
@@ -79,20 +68,12 @@ async fn a_failing_head_holds_back_only_its_own_subscription() {
         "the ordered subscription got {before} requests before the other got all 10: its retries were not waited for"
     );
     // The rest wait in its queue, as its health says.
-    let health = hr
-        .logs()
-        .await
-        .get_subscription_health(pb::GetSubscriptionHealthRequest {
-            subscription_id: sub.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let health = crate::circuit::health(&hr, &sub.id).await;
     assert_eq!(health.ordered_queued, 10, "{health:?}");
 
     ordered.wait_for(12, Duration::from_secs(20)).await;
     assert_eq!(
-        numbers(&ordered),
+        ordered.event_numbers(),
         [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
         "event 0 retried until it succeeded, then the rest in order"
     );
@@ -108,12 +89,9 @@ async fn a_failing_head_holds_back_only_its_own_subscription() {
 async fn a_given_up_head_lets_the_next_go_and_says_so() {
     let hr = Harness::start().await;
     let ordered = Receiver::start().await;
-    ordered.respond_with(|request, _| {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        match body["data"]["n"].as_u64() {
-            Some(0) => Reply::status(500),
-            _ => Reply::status(200),
-        }
+    ordered.respond_with(|request, _| match request.event_number() {
+        0 => Reply::status(500),
+        _ => Reply::status(200),
     });
     let mut sub = fifo(&ordered.url("/fifo"));
     sub.retry_policy = crate::retries::schedule(&[100]);
@@ -121,7 +99,7 @@ async fn a_given_up_head_lets_the_next_go_and_says_so() {
 
     publish_numbered(&hr, 0..3).await;
     ordered.wait_for(4, Duration::from_secs(20)).await;
-    assert_eq!(numbers(&ordered), [0, 0, 1, 2]);
+    assert_eq!(ordered.event_numbers(), [0, 0, 1, 2]);
 
     let attempts = wait_attempts(&hr, &sub.id, 4).await;
     let given_up = attempts
@@ -143,8 +121,6 @@ async fn a_given_up_head_lets_the_next_go_and_says_so() {
 #[tokio::test]
 async fn fifo_is_refused_with_a_batch_or_more_than_one_in_flight() {
     let hr = Harness::start().await;
-    let mut client = hr.subscriptions().await;
-
     let mut batched = fifo("http://127.0.0.1:9/hook");
     batched.batch = Some(pb::BatchSpec {
         window: Some(prost_types::Duration {
@@ -153,12 +129,7 @@ async fn fifo_is_refused_with_a_batch_or_more_than_one_in_flight() {
         }),
         ..Default::default()
     });
-    let status = client
-        .create_subscription(pb::CreateSubscriptionRequest {
-            subscription: Some(batched),
-        })
-        .await
-        .unwrap_err();
+    let status = create_err(&hr, batched).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status
@@ -170,12 +141,7 @@ async fn fifo_is_refused_with_a_batch_or_more_than_one_in_flight() {
 
     let mut wide = fifo("http://127.0.0.1:9/hook");
     wide.max_in_flight = 4;
-    let status = client
-        .create_subscription(pb::CreateSubscriptionRequest {
-            subscription: Some(wide),
-        })
-        .await
-        .unwrap_err();
+    let status = create_err(&hr, wide).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status

@@ -14,7 +14,7 @@ fn custom(template: &str) -> pb::RequestSpec {
     }
 }
 
-async fn create_err(hr: &Harness, sub: pb::Subscription) -> tonic::Status {
+pub async fn create_err(hr: &Harness, sub: pb::Subscription) -> tonic::Status {
     hr.subscriptions()
         .await
         .create_subscription(pb::CreateSubscriptionRequest {
