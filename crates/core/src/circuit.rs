@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Names;
+use crate::names::{Names, SCHEDULE_SLOT};
 
 /// Where a subscription's circuit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -171,29 +171,33 @@ impl CircuitRecord {
 /// The Redis keys of circuits.
 #[derive(Debug, Clone)]
 pub struct CircuitKeys {
-    prefix: String,
+    names: Names,
 }
 
+/// All in [`SCHEDULE_SLOT`]: a circuit's change moves it in or out of the
+/// open set, and its release moves held tasks into the retry schedule.
 impl CircuitKeys {
     pub fn new(names: &Names) -> Self {
         Self {
-            prefix: names.redis_key(&[]),
+            names: names.clone(),
         }
     }
 
     /// The hash of a subscription's circuit.
     pub fn circuit(&self, subscription_id: &str) -> String {
-        format!("{}:circuit:{subscription_id}", self.prefix)
+        self.names
+            .redis_tagged(SCHEDULE_SLOT, &["circuit", subscription_id])
     }
 
     /// Open circuits by next probe.
     pub fn open(&self) -> String {
-        format!("{}:circuits", self.prefix)
+        self.names.redis_tagged(SCHEDULE_SLOT, &["circuits"])
     }
 
     /// Tasks held while a subscription's circuit is open.
     pub fn held(&self, subscription_id: &str) -> String {
-        format!("{}:held:{subscription_id}", self.prefix)
+        self.names
+            .redis_tagged(SCHEDULE_SLOT, &["held", subscription_id])
     }
 }
 

@@ -122,7 +122,52 @@ pub struct NatsConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedisConfig {
+    /// One server (`single`), or comma-separated: some nodes of a cluster
+    /// (`cluster`, the rest are discovered), the Sentinels (`sentinel`).
     pub url: String,
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// The master's name in Sentinel (`sentinel` mode).
+    #[serde(default = "default_sentinel_master")]
+    pub sentinel_master: String,
+}
+
+fn default_sentinel_master() -> String {
+    "mymaster".to_owned()
+}
+
+/// How Redis is deployed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server (with or without replicas nobody fails over to).
+    #[default]
+    Single,
+    /// A Redis Cluster.
+    Cluster,
+    /// A master and replicas watched by Sentinels.
+    Sentinel,
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel => "sentinel",
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The URLs of `url`, in order.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +272,24 @@ impl Config {
         }
         if self.nats.servers().is_empty() {
             return invalid("nats.url", "is required");
+        }
+        let redis_urls = self.redis.urls();
+        if redis_urls.is_empty() {
+            return invalid("redis.url", "is required");
+        }
+        if self.redis.mode == RedisMode::Single && redis_urls.len() > 1 {
+            return invalid(
+                "redis.url",
+                "names several servers: set redis.mode to \"cluster\" or \"sentinel\"",
+            );
+        }
+        for url in &redis_urls {
+            if let Err(error) = redis::IntoConnectionInfo::into_connection_info(*url) {
+                return invalid("redis.url", &format!("{url:?}: {error}"));
+            }
+        }
+        if self.redis.mode == RedisMode::Sentinel && self.redis.sentinel_master.is_empty() {
+            return invalid("redis.sentinel_master", "is required in sentinel mode");
         }
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return invalid("nats.replicas", "must be between 1 and 5");
@@ -356,6 +419,35 @@ mod tests {
             jail.set_env("HOOKRELAY_DISPATCHER__ACK_WAIT", "1s");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("dispatcher.ack_wait"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_modes_take_their_servers() {
+        let mut config = Config::defaults();
+        assert_eq!(config.redis.mode, RedisMode::Single);
+        config.redis.url = "redis://127.0.0.1:7000,redis://127.0.0.1:7001".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("redis.url") && err.contains("redis.mode"),
+            "{err}"
+        );
+        config.redis.mode = RedisMode::Cluster;
+        assert!(config.validate().is_ok());
+        assert_eq!(config.redis.urls().len(), 2);
+        config.redis.url = "redis://127.0.0.1:7000,http://x".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("redis.url") && err.contains("http://x"),
+            "{err}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKRELAY_REDIS__MODE", "sentinel");
+            jail.set_env("HOOKRELAY_REDIS__URL", "redis://127.0.0.1:26379");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.redis.mode, RedisMode::Sentinel);
+            assert_eq!(config.redis.sentinel_master, "mymaster");
             Ok(())
         });
     }

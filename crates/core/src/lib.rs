@@ -10,6 +10,7 @@ pub mod event;
 pub mod failure;
 pub mod health;
 pub mod index;
+pub mod key_upgrade;
 pub mod names;
 pub mod nats;
 pub mod ordered;

@@ -2,6 +2,14 @@
 //! derived from one prefix so installations (and parallel tests) can share
 //! one NATS and one Redis.
 
+/// The slot of the retry schedule, open circuits and the deliveries they
+/// hold (releasing a circuit moves held deliveries into the schedule).
+pub const SCHEDULE_SLOT: &str = "schedule";
+/// The slot of batch buffers and their flush schedule.
+pub const BATCHES_SLOT: &str = "batches";
+/// The slot of ordered delivery's queues, locks and ready set.
+pub const FIFO_SLOT: &str = "fifo";
+
 /// Resource names of one installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -141,6 +149,51 @@ impl Names {
         key
     }
 
+    /// A Redis key in the hash slot of `tag`: `<prefix>:{<tag>}:<parts
+    /// joined by ':'>`. Keys that one script or transaction touches share
+    /// a tag, so a Redis Cluster keeps them on one node: a subscription id
+    /// for what only that subscription's work touches, or a group name
+    /// ([`SCHEDULE_SLOT`], [`BATCHES_SLOT`], [`FIFO_SLOT`]) where a script
+    /// also moves a subscription into or out of a set shared by all.
+    pub fn redis_tagged(&self, tag: &str, parts: &[&str]) -> String {
+        let mut key = format!("{}:{{{tag}}}", self.prefix);
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// The retry schedule: due entries scored by due time.
+    pub fn retries_key(&self) -> String {
+        self.redis_tagged(SCHEDULE_SLOT, &["retries"])
+    }
+
+    /// Claimed retry entries, scored by lease expiry.
+    pub fn retries_leased_key(&self) -> String {
+        self.redis_tagged(SCHEDULE_SLOT, &["retries", "leased"])
+    }
+
+    /// A batched subscription's buffer: changes by key, their order, and
+    /// the counter that orders them.
+    pub fn batch_keys(&self, subscription_id: &str) -> [String; 3] {
+        [
+            self.redis_tagged(BATCHES_SLOT, &["batch", subscription_id, "items"]),
+            self.redis_tagged(BATCHES_SLOT, &["batch", subscription_id, "order"]),
+            self.redis_tagged(BATCHES_SLOT, &["batch", subscription_id, "n"]),
+        ]
+    }
+
+    /// Batched subscriptions by when their buffer is to be flushed.
+    pub fn batches_due_key(&self) -> String {
+        self.redis_tagged(BATCHES_SLOT, &["due"])
+    }
+
+    /// Flushes under way, scored by lease expiry.
+    pub fn batches_leased_key(&self) -> String {
+        self.redis_tagged(BATCHES_SLOT, &["leased"])
+    }
+
     /// Every stream this installation owns.
     pub fn streams(&self) -> [String; 7] {
         [
@@ -175,6 +228,10 @@ mod tests {
         assert_eq!(names.parse_event_subject("hookrelay.events.acme"), None);
         assert_eq!(names.parse_event_subject("other.events.acme.x"), None);
         assert_eq!(names.redis_key(&["retries"]), "hookrelay:retries");
+        assert_eq!(
+            names.redis_tagged(SCHEDULE_SLOT, &["retries", "leased"]),
+            "hookrelay:{schedule}:retries:leased"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::circuit::{CircuitKeys, CircuitLimits, CircuitRecord, CircuitState};
-use redis::aio::ConnectionManager;
+use hookrelay_core::redis::Redis;
 
 /// A probe that has not reported for this long is taken as lost (its task
 /// ended without a request), and the next task probes instead.
@@ -96,7 +96,7 @@ impl Circuit {
 pub struct Circuits {
     keys: CircuitKeys,
     schedule_key: String,
-    redis: ConnectionManager,
+    redis: Redis,
     server: CircuitLimits,
     /// The states, in memory.
     pub machine: Machine,
@@ -115,7 +115,7 @@ impl Circuits {
     pub fn new(
         keys: CircuitKeys,
         schedule_key: String,
-        redis: ConnectionManager,
+        redis: Redis,
         server: CircuitLimits,
     ) -> Self {
         Self {

@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::{DeliveryTask, Source};
 use hookrelay_core::failure::{backoff, Dependency};
 use hookrelay_core::ordered::OrderedKeys;
+use hookrelay_core::redis::Redis;
 use hookrelay_core::Names;
-use redis::aio::ConnectionManager;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +102,7 @@ return 0
 /// order) and the dispatcher (which drains them) of a process.
 pub struct OrderedQueues {
     keys: OrderedKeys,
-    redis: ConnectionManager,
+    redis: Redis,
     enqueue: redis::Script,
     take: redis::Script,
     settle: redis::Script,
@@ -185,7 +185,7 @@ fn attempt_of(state: &str, seq: u64) -> u32 {
 }
 
 impl OrderedQueues {
-    pub fn new(names: &Names, redis: ConnectionManager) -> Self {
+    pub fn new(names: &Names, redis: Redis) -> Self {
         Self {
             keys: OrderedKeys::new(names),
             redis,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::{DeliveryTask, Source};
+use hookrelay_core::redis::Redis;
 use hookrelay_core::subscription::ID_PREFIX;
 use hookrelay_core::Names;
-use redis::aio::ConnectionManager;
 
 /// What to send again: the event at `seq` of EVENTS, to `subscription_id`,
 /// as attempt number `attempt`.
@@ -175,15 +175,15 @@ return due
 pub struct RetrySchedule {
     due_key: String,
     leased_key: String,
-    redis: ConnectionManager,
+    redis: Redis,
     claim: redis::Script,
 }
 
 impl RetrySchedule {
-    pub fn new(names: &Names, redis: ConnectionManager) -> Self {
+    pub fn new(names: &Names, redis: Redis) -> Self {
         Self {
-            due_key: names.redis_key(&["retries"]),
-            leased_key: names.redis_key(&["retries", "leased"]),
+            due_key: names.retries_key(),
+            leased_key: names.retries_leased_key(),
             redis,
             claim: redis::Script::new(CLAIM),
         }
@@ -195,7 +195,7 @@ impl RetrySchedule {
     }
 
     /// The connection the schedule uses.
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> Redis {
         self.redis.clone()
     }
 

@@ -233,6 +233,7 @@ pub async fn run_with(
             return Ok(());
         };
         startup::watch_redis(&health, redis.clone(), work.clone(), &mut tasks);
+        startup::upgrade_redis_keys(redis.clone(), config.names(), work.clone(), &mut tasks);
         Some(redis)
     } else {
         None

@@ -4,12 +4,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use hookrelay_core::health::Health;
+use hookrelay_core::redis::Redis;
 use hookrelay_logs::LogService;
 use hookrelay_proto::auth::Authenticator;
 use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
 use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
 use hookrelay_subscriptions::SubscriptionService;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ where
 /// Pings Redis every second; `/readyz` reports it down when pings fail.
 pub fn watch_redis(
     health: &Health,
-    redis: ConnectionManager,
+    redis: Redis,
     shutdown: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
@@ -71,6 +71,29 @@ pub fn watch_redis(
                 }
             }
             flag.set(up);
+        }
+    });
+}
+
+/// Carries keys of the layout before hash tags over, now and every five
+/// minutes after (replicas of the old version may still write them while a
+/// rolling upgrade goes on); services start meanwhile, since a moved key
+/// merges into one they already use.
+pub fn upgrade_redis_keys(
+    redis: Redis,
+    names: hookrelay_core::Names,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(async move {
+        loop {
+            if let Err(error) = hookrelay_core::key_upgrade::upgrade_keys(&redis, &names).await {
+                tracing::warn!(%error, "cannot move redis keys to the tagged layout yet");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            }
         }
     });
 }

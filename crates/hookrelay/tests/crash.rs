@@ -574,11 +574,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         .await;
     }
     // Every change is in the buffer, the window still open: kill the ingestor.
-    let items = hr
-        .env
-        .config
-        .names()
-        .redis_key(&["batch", &sub.id, "items"]);
+    let [items, _, _] = hr.env.config.names().batch_keys(&sub.id);
     let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
     let redis = client.get_multiplexed_async_connection().await.unwrap();
     eventually("every change buffered", Duration::from_secs(60), || {
@@ -604,7 +600,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
     // Close the window now, as time would, and start a new ingestor.
     let mut conn = redis.clone();
     let _: () = redis::cmd("ZADD")
-        .arg(hr.env.config.names().redis_key(&["batches", "due"]))
+        .arg(hr.env.config.names().batches_due_key())
         .arg("XX")
         .arg(
             std::time::SystemTime::now()

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::event::Event;
+use hookrelay_core::redis::Redis;
 use hookrelay_core::subscription::{BatchSpec, Subscription};
 use hookrelay_core::Names;
 use hookrelay_template::{context, RenderError, Template};
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 const ADD: &str = r#"
@@ -133,7 +133,7 @@ struct Templates {
 /// The buffer of every batched subscription.
 pub struct Batcher {
     names: Names,
-    redis: ConnectionManager,
+    redis: Redis,
     add: redis::Script,
     claim: redis::Script,
     commit: redis::Script,
@@ -175,7 +175,7 @@ fn text(template: &Template, event: &Event) -> Result<String, RenderError> {
 }
 
 impl Batcher {
-    pub fn new(names: Names, redis: ConnectionManager) -> Self {
+    pub fn new(names: Names, redis: Redis) -> Self {
         Self {
             names,
             redis,
@@ -187,19 +187,15 @@ impl Batcher {
     }
 
     fn keys(&self, subscription_id: &str) -> [String; 3] {
-        [
-            self.names.redis_key(&["batch", subscription_id, "items"]),
-            self.names.redis_key(&["batch", subscription_id, "order"]),
-            self.names.redis_key(&["batch", subscription_id, "n"]),
-        ]
+        self.names.batch_keys(subscription_id)
     }
 
     fn due_key(&self) -> String {
-        self.names.redis_key(&["batches", "due"])
+        self.names.batches_due_key()
     }
 
     fn leased_key(&self) -> String {
-        self.names.redis_key(&["batches", "leased"])
+        self.names.batches_leased_key()
     }
 
     fn templates(

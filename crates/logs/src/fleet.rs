@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
+use hookrelay_core::redis::Redis;
 use hookrelay_core::subscription::Subscription;
 use hookrelay_core::Config;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::AttemptIndex;
@@ -52,7 +52,7 @@ pub struct Fleet {
     pub config: Arc<Config>,
     pub js: jetstream::Context,
     pub bucket: kv::Store,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub index: AttemptIndex,
     pub metrics: FleetMetrics,
     pub every: Duration,
@@ -95,9 +95,9 @@ pub async fn run(fleet: Fleet, shutdown: CancellationToken) {
         let mut conn = redis.clone();
         let due: Result<(i64, i64), _> = redis::pipe()
             .cmd("ZCARD")
-            .arg(names.redis_key(&["batches", "due"]))
+            .arg(names.batches_due_key())
             .cmd("ZCARD")
-            .arg(names.redis_key(&["batches", "leased"]))
+            .arg(names.batches_leased_key())
             .query_async(&mut conn)
             .await;
         if let Ok((due, leased)) = due {

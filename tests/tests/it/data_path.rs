@@ -194,7 +194,7 @@ async fn a_redelivered_first_attempt_continues_one_retry_chain() {
         let client = redis::Client::open(hr.env.config.redis.url.as_str()).unwrap();
         let mut redis = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("ZCARD")
-            .arg(names.redis_key(&["retries"]))
+            .arg(names.retries_key())
             .query_async(&mut redis)
             .await
             .unwrap()

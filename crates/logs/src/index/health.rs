@@ -34,8 +34,9 @@ type HealthReply = (
 impl AttemptIndex {
     fn health_keys(&self, subscription_id: &str) -> (String, String) {
         (
-            self.names.redis_key(&["health", subscription_id]),
-            self.names.redis_key(&["health", subscription_id, "recent"]),
+            self.names.redis_tagged(subscription_id, &["health"]),
+            self.names
+                .redis_tagged(subscription_id, &["health", "recent"]),
         )
     }
 

@@ -24,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hookrelay_core::redis::Redis;
 use hookrelay_core::Names;
-use redis::aio::ConnectionManager;
 
 pub use health::{Health, RECENT};
 pub use layout::Cursor;
@@ -93,7 +93,7 @@ impl AttemptKeys {
 #[derive(Clone)]
 pub struct AttemptIndex {
     names: Names,
-    redis: ConnectionManager,
+    redis: Redis,
     js: async_nats::jetstream::Context,
     retention: Duration,
 }
@@ -112,7 +112,7 @@ impl Appends {
 impl AttemptIndex {
     pub fn new(
         names: Names,
-        redis: ConnectionManager,
+        redis: Redis,
         js: async_nats::jetstream::Context,
         retention: Duration,
     ) -> Self {
@@ -134,7 +134,10 @@ impl AttemptIndex {
 
     /// Stores a batch of records with their ATTEMPTS sequences. Returns, per
     /// record, whether it was new (a redelivered record is stored once and
-    /// counted once). The batch is indexed all or nothing.
+    /// counted once). The entries are appended before the records are
+    /// marked indexed (on a cluster they live in many slots, so no one
+    /// transaction can hold both): a crash between the two appends a
+    /// redelivered record again, and listings drop the repeat.
     pub async fn store(&self, records: &[(AttemptKeys, u64)]) -> Result<Vec<bool>, IndexError> {
         let keys = self.keys();
         let mut redis = self.redis.clone();
@@ -160,12 +163,11 @@ impl AttemptIndex {
         let ttl = self.retention.as_secs().max(1);
         let expire = |bucket_end: u64| (bucket_end + retention).div_ceil(1000);
         let mut appends = Appends::default();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut mark = redis::pipe();
         for ((record, seq), _) in records.iter().zip(&new).filter(|(_, new)| **new) {
             let (seen_key, bit) = keys.seen(*seq);
-            pipe.cmd("SETBIT").arg(&seen_key).arg(bit).arg(1).ignore();
-            pipe.cmd("EXPIRE").arg(&seen_key).arg(ttl + 3600).ignore();
+            mark.cmd("SETBIT").arg(&seen_key).arg(bit).arg(1).ignore();
+            mark.cmd("EXPIRE").arg(&seen_key).arg(ttl + 3600).ignore();
             let ms = record.ms();
             if ms + retention < now {
                 continue;
@@ -199,12 +201,14 @@ impl AttemptIndex {
                 layout::push_event_entry(b, fingerprint, *seq)
             });
         }
+        let mut pipe = redis::pipe();
         for (key, (bytes, expire_at)) in appends.0 {
             pipe.cmd("APPEND").arg(&key).arg(bytes).ignore();
             pipe.cmd("EXPIREAT").arg(&key).arg(expire_at).ignore();
         }
         if new.iter().any(|n| *n) {
             pipe.query_async::<()>(&mut redis).await?;
+            mark.query_async::<()>(&mut redis).await?;
         }
         self.record_health(
             records

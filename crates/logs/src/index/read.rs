@@ -126,8 +126,13 @@ impl AttemptIndex {
         let mut seqs = Vec::new();
         let mut redis = self.redis.clone();
         for keys in keys.chunks(KEYS_PER_MGET) {
-            let buckets: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(keys).query_async(&mut redis).await?;
+            // GETs, not MGET: on a cluster the hours live in several slots,
+            // and a pipeline is split by slot where MGET would be refused.
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("GET").arg(key);
+            }
+            let buckets: Vec<Option<Vec<u8>>> = pipe.query_async(&mut redis).await?;
             for bucket in buckets.into_iter().flatten() {
                 seqs.extend(layout::event_seqs(fingerprint, &bucket));
             }

@@ -7,7 +7,7 @@
 //! reading stops early only once the entries read are [`SKEW_MS`] older
 //! than the newest that the listing still wants.
 
-use redis::aio::ConnectionManager;
+use hookrelay_core::redis::Redis;
 
 use super::layout::{scope_entries, Bucketed, Entry, Keys, HOUR_MS, SCOPE_ENTRY};
 use super::IndexError;
@@ -46,7 +46,7 @@ impl Want<'_> {
 /// Up to `want.count` entries, newest first, and whether the buckets hold
 /// no more.
 pub async fn newest(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys<'_>,
     want: &Want<'_>,
 ) -> Result<(Vec<Entry>, bool), IndexError> {
@@ -106,6 +106,9 @@ pub async fn newest(
                 start = from;
             }
             in_bucket.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
+            // A record appended again after a crash before it was marked
+            // indexed (see `AttemptIndex::store`) is listed once.
+            in_bucket.dedup_by_key(|e| e.key());
             found.extend(in_bucket);
         }
         if hours.last().copied().unwrap_or(0) == 0 {

@@ -11,7 +11,7 @@ use hookrelay_test_support::TestEnv;
 pub struct Fixture {
     pub env: TestEnv,
     pub js: jetstream::Context,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: hookrelay_core::redis::Redis,
     pub index: AttemptIndex,
 }
 
@@ -25,11 +25,7 @@ impl Fixture {
         hookrelay_core::nats::ensure_streams(&js, &env.config)
             .await
             .unwrap();
-        let redis = redis::Client::open(env.config.redis.url.as_str())
-            .unwrap()
-            .get_connection_manager()
-            .await
-            .unwrap();
+        let redis = hookrelay_core::redis::connect(&env.config).await.unwrap();
         let index = AttemptIndex::new(
             env.config.names(),
             redis.clone(),

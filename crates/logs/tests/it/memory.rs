@@ -11,7 +11,7 @@ const ATTEMPTS: usize = 20_000;
 /// The target: at most 100 bytes of Redis per retained attempt.
 const MAX_BYTES_PER_ATTEMPT: f64 = 100.0;
 
-async fn used_memory(redis: &mut redis::aio::ConnectionManager) -> i64 {
+async fn used_memory(redis: &mut hookrelay_core::redis::Redis) -> i64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(redis)
