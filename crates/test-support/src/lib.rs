@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod receiver;
+pub mod servers;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
