@@ -61,9 +61,22 @@ impl RedisCluster {
             let child = Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+                // The bus port defaults to port + 10,000: past 65,535 for
+                // half the ephemeral range.
+                .args(["--cluster-port", &free_port().to_string()])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                // Replicas sync at once rather than after the default 5 s.
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(&node_dir)
+                .args(["--logfile", "redis.log"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
@@ -96,12 +109,19 @@ impl RedisCluster {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&created.stderr)
         );
-        // Ready when every node agrees the slots are covered and every
-        // master has its replica.
+        // Ready when every node agrees the slots are covered, every master
+        // has its replica and every replica has synced (a replica that never
+        // synced cannot take over).
         eventually("the Redis cluster up", Duration::from_secs(60), || async {
             for port in &ports {
                 let info: String = query(*port, redis::cmd("CLUSTER").arg("INFO")).await?;
-                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6")
+                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6") {
+                    return None;
+                }
+                let replication: String =
+                    query(*port, redis::cmd("INFO").arg("replication")).await?;
+                if replication.contains("role:slave")
+                    && !replication.contains("master_link_status:up")
                 {
                     return None;
                 }
@@ -141,6 +161,17 @@ impl RedisCluster {
             .into_iter()
             .find(|m| m.slots.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
             .map(|m| m.port)
+    }
+
+    /// How many keys each live master holds.
+    pub async fn keys_per_master(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for master in self.masters().await.unwrap_or_default() {
+            if !master.failed {
+                counts.push(query(master.port, &redis::cmd("DBSIZE")).await.unwrap_or(0));
+            }
+        }
+        counts
     }
 
     /// SIGKILLs the node on `port`.
@@ -232,6 +263,9 @@ impl Drop for RedisCluster {
                 let _ = child.start_kill();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Kept after a failure: each node's redis.log says what it saw.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
