@@ -221,7 +221,6 @@ fn nats_program() -> &'static str {
         .expect("nats-server on PATH (scripts/services.sh installs it)")
 }
 
-
 /// Three nats-servers of the test's own on loopback, routed to each other
 /// with JetStream clustered, so streams at R3 outlive one node.
 struct NatsCluster {

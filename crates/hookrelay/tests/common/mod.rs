@@ -120,4 +120,3 @@ pub async fn kill_mid_load(process: &mut Child, receiver: &Receiver, requests: u
     process.wait().await.unwrap();
     receiver.requests().len()
 }
-
