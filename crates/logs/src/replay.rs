@@ -30,26 +30,26 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    /// Sends `event_id` to `subscription_id` again; returns its `webhook-id`.
-    pub async fn redeliver(&self, event_id: &str, subscription_id: &str) -> Result<String, Status> {
+    /// Sends `event_id` to `subscription_id` of `tenant` (the
+    /// subscription's, which the caller may see) again; returns its
+    /// `webhook-id`. The event's last attempt to that subscription comes
+    /// from the tenant's event buckets: only that tenant's attempts of the
+    /// event are read, and no listing.
+    pub async fn redeliver(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        subscription_id: &str,
+    ) -> Result<String, Status> {
         if event_id.is_empty() || subscription_id.is_empty() {
             return Err(Status::invalid_argument(
                 "event_id and subscription_id are required",
             ));
         }
-        let attempts = self
+        let original = self
             .index
-            .list(
-                &Scope::Event(event_id.to_owned()),
-                &Filter::default(),
-                None,
-                1000,
-            )
+            .last_attempt(tenant, event_id, subscription_id)
             .await?
-            .records;
-        let original = attempts
-            .into_iter()
-            .find(|a| a.subscription_id == subscription_id)
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no attempt of event {event_id} to subscription {subscription_id} (or older than the retention)"

@@ -120,6 +120,39 @@ fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), Status> {
     }
 }
 
+/// The scope of a `ListAttempts` request whose tenant and subscription the
+/// caller may see: exactly one of subscription, event or tenant, and an
+/// event within a tenant (the named one, else the token's).
+fn list_scope(caller: &Caller, request: &pb::ListAttemptsRequest) -> Result<Scope, Status> {
+    let (subscription, event, tenant) = (
+        !request.subscription_id.is_empty(),
+        !request.event_id.is_empty(),
+        !request.tenant.is_empty(),
+    );
+    match (subscription, event, tenant) {
+        (true, false, false) => Ok(Scope::Subscription(request.subscription_id.clone())),
+        (false, true, _) => {
+            let tenant = match (request.tenant.as_str(), caller.tenant()) {
+                ("", Some(own)) => own.to_owned(),
+                ("", None) => return Err(Status::invalid_argument(EVENT_NEEDS_TENANT)),
+                (named, _) => named.to_owned(),
+            };
+            Ok(Scope::Event {
+                tenant,
+                event_id: request.event_id.clone(),
+            })
+        }
+        (false, false, true) => Ok(Scope::Tenant(request.tenant.clone())),
+        _ => Err(Status::invalid_argument(ONE_SCOPE)),
+    }
+}
+
+/// `ListAttempts` without a scope, or with two.
+const ONE_SCOPE: &str =
+    "exactly one of subscription_id, event_id or tenant must be set (tenant may accompany event_id)";
+/// `ListAttempts` by event with an admin token and no tenant.
+const EVENT_NEEDS_TENANT: &str = "tenant: required with event_id for an admin token: event ids are unique only within a tenant, and attempts are looked up by event within one tenant";
+
 impl LogService {
     /// A subscription the caller may see; another tenant's is NOT_FOUND.
     async fn subscription(&self, caller: &Caller, id: &str) -> Result<Subscription, Status> {
@@ -162,7 +195,7 @@ impl LogService {
             .map(|[ms, seq]| Cursor { ms, seq });
         let page = self.index.list(scope, filter, before, limit).await?;
         Ok(Response::new(pb::ListAttemptsResponse {
-            // An event id is not tenant-scoped: only the caller's attempts.
+            // Every scope is within one tenant already; checked once more.
             attempts: page
                 .records
                 .into_iter()
@@ -248,26 +281,14 @@ impl DeliveryLogs for LogService {
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
+        // A request naming the wrong fields is refused before any lookup.
+        let scope = list_scope(&caller, &request)?;
         if !request.subscription_id.is_empty() {
             self.subscription(&caller, &request.subscription_id).await?;
         }
         if !request.tenant.is_empty() {
             check_tenant(&caller, &request.tenant)?;
         }
-        let scopes: Vec<Scope> = [
-            (!request.subscription_id.is_empty())
-                .then(|| Scope::Subscription(request.subscription_id.clone())),
-            (!request.event_id.is_empty()).then(|| Scope::Event(request.event_id.clone())),
-            (!request.tenant.is_empty()).then(|| Scope::Tenant(request.tenant.clone())),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let [scope] = scopes.as_slice() else {
-            return Err(Status::invalid_argument(
-                "exactly one of subscription_id, event_id or tenant must be set",
-            ));
-        };
         let filter = Filter {
             outcome: (!request.outcome.is_empty()).then(|| request.outcome.clone()),
             since: time(&request.since, "since")?,
@@ -275,7 +296,7 @@ impl DeliveryLogs for LogService {
         };
         self.listing(
             &caller,
-            scope,
+            &scope,
             &filter,
             request.page_size,
             &request.page_token,
@@ -347,10 +368,14 @@ impl DeliveryLogs for LogService {
     ) -> Result<Response<pb::RedeliverResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        self.subscription(&caller, &request.subscription_id).await?;
+        let subscription = self.subscription(&caller, &request.subscription_id).await?;
         let webhook_id = self
             .replayer
-            .redeliver(&request.event_id, &request.subscription_id)
+            .redeliver(
+                &subscription.tenant,
+                &request.event_id,
+                &request.subscription_id,
+            )
             .await?;
         Ok(Response::new(pb::RedeliverResponse { webhook_id }))
     }

@@ -124,11 +124,12 @@ async fn successes_and_failures_are_listed_fetched_and_counted() {
     assert_eq!(header("webhook-id").as_deref(), sent.header("webhook-id"));
     assert_eq!(full.webhook_id, sent.header("webhook-id").unwrap());
 
-    // By event and by tenant too.
+    // By event (within the tenant) and by tenant too.
     let mut logs = hr.logs().await;
     let by_event = logs
         .list_attempts(pb::ListAttemptsRequest {
             event_id: "o-2".into(),
+            tenant: "acme".into(),
             ..Default::default()
         })
         .await
@@ -178,6 +179,141 @@ async fn successes_and_failures_are_listed_fetched_and_counted() {
     );
 }
 
+const ONE_SCOPE: &str =
+    "exactly one of subscription_id, event_id or tenant must be set (tenant may accompany event_id)";
+
+/// `(tenant, subscription, event)` of each attempt listed by event `event_id`
+/// for `tenant` (empty: not named) with `token` (empty: the admin's).
+async fn by_event(
+    hr: &Harness,
+    token: &str,
+    tenant: &str,
+    event_id: &str,
+) -> Result<Vec<(String, String, String)>, tonic::Status> {
+    let mut logs = match token {
+        "" => hr.logs().await,
+        token => hr.logs_as(token).await,
+    };
+    let page = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            event_id: event_id.into(),
+            tenant: tenant.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(page
+        .attempts
+        .into_iter()
+        .map(|a| (a.tenant, a.subscription_id, a.event_id))
+        .collect())
+}
+
+#[tokio::test]
+async fn the_same_event_id_in_two_tenants_is_listed_apart() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (acme_a, _) = hr
+        .create(subscription("acme", &receiver.url("/a"), &["order.*"]))
+        .await;
+    let (acme_b, _) = hr
+        .create(subscription("acme", &receiver.url("/b"), &["order.*"]))
+        .await;
+    let (globex, _) = hr
+        .create(subscription("globex", &receiver.url("/g"), &["order.*"]))
+        .await;
+    // Event ids are the publishers': both tenants publish "shared-1".
+    hr.publish("acme", "order.paid", br#"{"id":"shared-1","data":{}}"#)
+        .await;
+    hr.publish("globex", "order.paid", br#"{"id":"shared-1","data":{}}"#)
+        .await;
+    wait_attempts(&hr, &acme_a.id, 1).await;
+    wait_attempts(&hr, &acme_b.id, 1).await;
+    wait_attempts(&hr, &globex.id, 1).await;
+
+    let sorted = |mut listed: Vec<(String, String, String)>| {
+        listed.sort();
+        listed
+    };
+    let attempt = |tenant: &str, sub: &pb::Subscription| {
+        (tenant.to_owned(), sub.id.clone(), "shared-1".to_owned())
+    };
+    let acme = sorted(vec![attempt("acme", &acme_a), attempt("acme", &acme_b)]);
+    let globex_only = vec![attempt("globex", &globex)];
+
+    // A tenant token: its own tenant, named or not.
+    for tenant in ["", "acme"] {
+        let listed = by_event(&hr, TestEnv::ACME_TOKEN, tenant, "shared-1").await;
+        assert_eq!(sorted(listed.unwrap()), acme, "tenant {tenant:?}");
+    }
+    for tenant in ["", "globex"] {
+        let listed = by_event(&hr, TestEnv::GLOBEX_TOKEN, tenant, "shared-1").await;
+        assert_eq!(listed.unwrap(), globex_only, "tenant {tenant:?}");
+    }
+    let denied = by_event(&hr, TestEnv::ACME_TOKEN, "globex", "shared-1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (denied.code(), denied.message()),
+        (
+            Code::PermissionDenied,
+            "tenant \"globex\": this token is scoped to tenant \"acme\""
+        )
+    );
+
+    // The admin names the tenant; without one the request is refused.
+    assert_eq!(
+        sorted(by_event(&hr, "", "acme", "shared-1").await.unwrap()),
+        acme
+    );
+    assert_eq!(
+        by_event(&hr, "", "globex", "shared-1").await.unwrap(),
+        globex_only
+    );
+    assert!(by_event(&hr, "", "initech", "shared-1")
+        .await
+        .unwrap()
+        .is_empty());
+    let refused = by_event(&hr, "", "", "shared-1").await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::InvalidArgument,
+            "tenant: required with event_id for an admin token: event ids are unique only within a tenant, and attempts are looked up by event within one tenant"
+        )
+    );
+
+    // A page of one tenant's listing does not continue another's.
+    let mut logs = hr.logs().await;
+    let request = |tenant: &str, page_token: &str| pb::ListAttemptsRequest {
+        event_id: "shared-1".into(),
+        tenant: tenant.into(),
+        page_size: 1,
+        page_token: page_token.into(),
+        ..Default::default()
+    };
+    let first = logs
+        .list_attempts(request("acme", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.attempts.len(), 1);
+    assert!(!first.next_page_token.is_empty());
+    let other = logs
+        .list_attempts(request("globex", &first.next_page_token))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument, "{other:?}");
+    let second = logs
+        .list_attempts(request("acme", &first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.attempts.len(), 1);
+    assert_ne!(second.attempts[0].id, first.attempts[0].id);
+    assert_eq!(second.attempts[0].tenant, "acme");
+}
+
 #[tokio::test]
 async fn bad_log_queries_are_refused() {
     let hr = Harness::start().await;
@@ -187,9 +323,18 @@ async fn bad_log_queries_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(none.code(), Code::InvalidArgument);
+    assert_eq!(none.message(), ONE_SCOPE);
+    let two = logs
+        .list_attempts(pb::ListAttemptsRequest {
+            subscription_id: "sub_x".into(),
+            event_id: "e-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(
-        none.message(),
-        "exactly one of subscription_id, event_id or tenant must be set"
+        (two.code(), two.message()),
+        (Code::InvalidArgument, ONE_SCOPE)
     );
     let missing = logs
         .get_attempt(pb::GetAttemptRequest {

@@ -5,9 +5,9 @@
 //! which each attempt appends a fixed-width entry: 3 bytes of milliseconds
 //! into the hour, 6 bytes of ATTEMPTS stream sequence, 1 byte of outcome.
 //! Attempt ids are found through one string per minute of `(ms into the
-//! minute, sequence)` pairs, events through [`EVENT_SHARDS`] strings per hour
-//! of `(event id hash, sequence)` pairs. Which sequences are indexed already
-//! is one bit per sequence.
+//! minute, sequence)` pairs, events through [`EVENT_SHARDS`] strings per
+//! tenant and hour of `(event id hash, sequence)` pairs. Which sequences are
+//! indexed already is one bit per sequence.
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::Outcome;
@@ -15,7 +15,7 @@ use hookrelay_core::Names;
 
 pub const HOUR_MS: u64 = 3_600_000;
 pub const MINUTE_MS: u64 = 60_000;
-/// Event lookups read one of this many strings per hour.
+/// Event lookups read one of this many strings per tenant and hour.
 pub const EVENT_SHARDS: u64 = 64;
 /// Sequences per "already indexed" bitmap.
 pub const SEEN_BITS: u64 = 1 << 16;
@@ -177,7 +177,8 @@ pub enum Bucketed<'a> {
 }
 
 /// Key names, all under the configured prefix; a scope's keys group by
-/// `{<subscription>}` or `{<tenant>}` for Redis Cluster.
+/// `{<subscription>}` or `{<tenant>}` for Redis Cluster (a tenant's event
+/// buckets with its tenant buckets).
 pub struct Keys<'a>(pub &'a Names);
 
 impl Keys<'_> {
@@ -196,9 +197,16 @@ impl Keys<'_> {
         self.0.redis_key(&["log", "id", &minute.to_string()])
     }
 
-    pub fn event(&self, shard: u64, hour: u64) -> String {
-        self.0
-            .redis_key(&["log", "ev", &shard.to_string(), &hour.to_string()])
+    /// `<prefix>:log:ev:{<tenant>}:<shard>:<hour>`: event ids are unique
+    /// only within a tenant, so each tenant's are kept apart.
+    pub fn event(&self, tenant: &str, shard: u64, hour: u64) -> String {
+        self.0.redis_key(&[
+            "log",
+            "ev",
+            &format!("{{{tenant}}}"),
+            &shard.to_string(),
+            &hour.to_string(),
+        ])
     }
 
     /// The bitmap holding `seq`, and its bit.
@@ -238,6 +246,17 @@ mod tests {
         push_event_entry(&mut events, fp, 9);
         push_event_entry(&mut events, event_shard("o-2").1, 10);
         assert_eq!(event_seqs(fp, &events).collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn a_tenants_event_buckets_share_its_hash_tag() {
+        let names = Names::new("hr");
+        let keys = Keys(&names);
+        assert_eq!(keys.event("acme", 5, 480_000), "hr:log:ev:{acme}:5:480000");
+        assert_eq!(
+            keys.bucket(Bucketed::Tenant("acme"), 480_000),
+            "hr:log:t:{acme}:480000"
+        );
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! sorted sets) are not read; attempts indexed before the upgrade drop out
 //! of listings and GetAttempt, and those keys expire with their retention.
 //! Reading them would mean keeping a Redis lookup per attempt on every read.
+//!
+//! Upgrading to per-tenant event buckets: event lookups read only
+//! `log:ev:{<tenant>}:<shard>:<hour>`. The buckets of the earlier layout
+//! (`log:ev:<shard>:<hour>`, every tenant together) are not read any more:
+//! attempts indexed before the upgrade are no longer found by event (nor by
+//! `Redeliver`, which looks up by event), while listings by subscription or
+//! tenant, failures and GetAttempt still find them. Those keys expire with
+//! `logs.retention`.
 
 mod health;
 pub mod layout;
@@ -47,7 +55,12 @@ pub enum IndexError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     Subscription(String),
-    Event(String),
+    /// An event's attempts within a tenant: event ids are the publishers'
+    /// and unique only within a tenant.
+    Event {
+        tenant: String,
+        event_id: String,
+    },
     Tenant(String),
     /// Final failures (given up) of a tenant.
     TenantFailures(String),
@@ -197,7 +210,7 @@ impl AttemptIndex {
                 layout::push_id_entry(b, ms, *seq)
             });
             let (shard, fingerprint) = layout::event_shard(&record.event_id);
-            appends.add(keys.event(shard, hour), hour_expiry, |b| {
+            appends.add(keys.event(&record.tenant, shard, hour), hour_expiry, |b| {
                 layout::push_event_entry(b, fingerprint, *seq)
             });
         }

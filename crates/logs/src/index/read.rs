@@ -14,8 +14,11 @@ use super::{AttemptIndex, Filter, IndexError, Scope};
 const READS_IN_FLIGHT: usize = 64;
 /// Index reads per page when records keep turning out to be gone.
 const MAX_ROUNDS: usize = 20;
-/// Event buckets read per MGET.
-const KEYS_PER_MGET: usize = 256;
+/// Event buckets read per pipeline.
+const KEYS_PER_TRIP: usize = 256;
+/// Records read at once while looking for an event's last attempt to one
+/// subscription.
+const LAST_ATTEMPT_READS: usize = 16;
 
 /// One page of a listing, and where the next begins.
 #[derive(Debug)]
@@ -59,8 +62,10 @@ impl AttemptIndex {
             .map_or(0, layout::ms_of)
             .max(now.saturating_sub(self.retention_ms() + HOUR_MS));
         let bucketed = match scope {
-            Scope::Event(event_id) => {
-                return self.list_event(event_id, code, since, below, limit).await
+            Scope::Event { tenant, event_id } => {
+                return self
+                    .list_event(tenant, event_id, code, since, below, limit)
+                    .await
             }
             Scope::Subscription(id) => Bucketed::Subscription(id),
             Scope::Tenant(id) => Bucketed::Tenant(id),
@@ -108,26 +113,82 @@ impl AttemptIndex {
         Ok(page(found, limit))
     }
 
-    /// An event's attempts: every retained hour's bucket of its shard, then
-    /// the records themselves (an event has few attempts).
+    /// An event's attempts within `tenant`: every retained hour's bucket of
+    /// its shard, then the records themselves (an event has few attempts).
     async fn list_event(
         &self,
+        tenant: &str,
         event_id: &str,
         code: Option<u8>,
         since: u64,
         below: (u64, u64),
         limit: usize,
     ) -> Result<Page, IndexError> {
+        let seqs = self.event_seqs(tenant, event_id, since, below.0).await?;
+        let records = self.read_records(seqs.iter().copied()).await?;
+        let mut found: Vec<(Cursor, AttemptRecord)> = seqs
+            .into_iter()
+            .zip(records)
+            .filter_map(|(seq, record)| {
+                let record = record.filter(|r| r.event_id == event_id && r.tenant == tenant)?;
+                let ms = layout::id_ms(&record.id)?;
+                let code_ok = code.is_none_or(|c| layout::code(record.outcome, false) == c);
+                (code_ok && ms >= since && (ms, seq) < below)
+                    .then_some((Cursor { ms, seq }, record))
+            })
+            .collect();
+        found.sort_unstable_by_key(|(cursor, _)| std::cmp::Reverse(*cursor));
+        Ok(page(found, limit))
+    }
+
+    /// The last recorded attempt (highest ATTEMPTS sequence) of `event_id`
+    /// of `tenant` to `subscription_id`, if still retained. Reads the
+    /// tenant's event buckets, then only the records whose entries match
+    /// the event, newest first and a few at a time, stopping at the first
+    /// of that subscription.
+    pub async fn last_attempt(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        subscription_id: &str,
+    ) -> Result<Option<AttemptRecord>, IndexError> {
+        let since = layout::ms_of(Utc::now()).saturating_sub(self.retention_ms() + HOUR_MS);
+        let mut seqs = self.event_seqs(tenant, event_id, since, u64::MAX).await?;
+        seqs.reverse();
+        for chunk in seqs.chunks(LAST_ATTEMPT_READS) {
+            let records = self.read_records(chunk.iter().copied()).await?;
+            let last = records.into_iter().flatten().find(|r| {
+                r.event_id == event_id && r.tenant == tenant && r.subscription_id == subscription_id
+            });
+            if last.is_some() {
+                return Ok(last);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ATTEMPTS sequences, ascending and once each, that `tenant`'s
+    /// event buckets hold for `event_id` from the hour of `since` to that
+    /// of `below_ms` (or the current one); a few may be another event's
+    /// whose hash matches (callers check the records).
+    async fn event_seqs(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        since: u64,
+        below_ms: u64,
+    ) -> Result<Vec<u64>, IndexError> {
         let (shard, fingerprint) = layout::event_shard(event_id);
+        // Dispatchers' clocks may run a little ahead.
         let newest = layout::ms_of(Utc::now()) / HOUR_MS + 1;
-        let keys: Vec<String> = (since / HOUR_MS..=newest.min(below.0 / HOUR_MS))
-            .map(|hour| self.keys().event(shard, hour))
+        let keys: Vec<String> = (since / HOUR_MS..=newest.min(below_ms / HOUR_MS))
+            .map(|hour| self.keys().event(tenant, shard, hour))
             .collect();
         let mut seqs = Vec::new();
         let mut redis = self.redis.clone();
-        for keys in keys.chunks(KEYS_PER_MGET) {
-            // GETs, not MGET: on a cluster the hours live in several slots,
-            // and a pipeline is split by slot where MGET would be refused.
+        for keys in keys.chunks(KEYS_PER_TRIP) {
+            // GETs, not MGET: one tenant's hours share a slot, but a
+            // pipeline of GETs works the same on any deployment.
             let mut pipe = redis::pipe();
             for key in keys {
                 pipe.cmd("GET").arg(key);
@@ -139,20 +200,7 @@ impl AttemptIndex {
         }
         seqs.sort_unstable();
         seqs.dedup();
-        let records = self.read_records(seqs.iter().copied()).await?;
-        let mut found: Vec<(Cursor, AttemptRecord)> = seqs
-            .into_iter()
-            .zip(records)
-            .filter_map(|(seq, record)| {
-                let record = record.filter(|r| r.event_id == event_id)?;
-                let ms = layout::id_ms(&record.id)?;
-                let code_ok = code.is_none_or(|c| layout::code(record.outcome, false) == c);
-                (code_ok && ms >= since && (ms, seq) < below)
-                    .then_some((Cursor { ms, seq }, record))
-            })
-            .collect();
-        found.sort_unstable_by_key(|(cursor, _)| std::cmp::Reverse(*cursor));
-        Ok(page(found, limit))
+        Ok(seqs)
     }
 
     /// The attempt `id`, if still retained.

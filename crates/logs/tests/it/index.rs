@@ -11,6 +11,13 @@ fn ids(page: &hookrelay_logs::index::Page) -> Vec<&str> {
     page.records.iter().map(|r| r.id.as_str()).collect()
 }
 
+fn by_event(tenant: &str, event_id: &str) -> Scope {
+    Scope::Event {
+        tenant: tenant.into(),
+        event_id: event_id.into(),
+    }
+}
+
 fn at(ms: u64) -> Option<DateTime<chrono::Utc>> {
     DateTime::from_timestamp_millis(ms as i64)
 }
@@ -164,7 +171,7 @@ async fn attempts_are_found_by_id_and_by_event() {
     assert!(index.get("att_nonsense").await.unwrap().is_none());
 
     let event = index
-        .list(&Scope::Event("evt-0".into()), &Filter::default(), None, 50)
+        .list(&by_event("acme", "evt-0"), &Filter::default(), None, 50)
         .await
         .unwrap();
     let subs: Vec<&str> = event
@@ -175,30 +182,93 @@ async fn attempts_are_found_by_id_and_by_event() {
     assert_eq!(subs, ["sub_a", "sub_b"], "newest first");
     assert!(event.records.iter().all(|r| r.event_id == "evt-0"));
     let page = index
-        .list(&Scope::Event("evt-0".into()), &Filter::default(), None, 1)
+        .list(&by_event("acme", "evt-0"), &Filter::default(), None, 1)
         .await
         .unwrap();
     let rest = index
-        .list(
-            &Scope::Event("evt-0".into()),
-            &Filter::default(),
-            page.next,
-            1,
-        )
+        .list(&by_event("acme", "evt-0"), &Filter::default(), page.next, 1)
         .await
         .unwrap();
     assert_eq!(rest.records[0].subscription_id, "sub_b");
     assert!(index
-        .list(
-            &Scope::Event("evt-none".into()),
-            &Filter::default(),
-            None,
-            50
-        )
+        .list(&by_event("acme", "evt-none"), &Filter::default(), None, 50)
         .await
         .unwrap()
         .records
         .is_empty());
+}
+
+#[tokio::test]
+async fn an_event_id_is_looked_up_within_its_tenant() {
+    let fx = Fixture::new().await;
+    let start = now_ms() - 2 * HOUR;
+    // The same event id in two tenants, sub_a retried an hour later.
+    let acme_first = id_at(start);
+    let acme_retry = id_at(start + HOUR);
+    let acme_other_sub = id_at(start + HOUR + 1);
+    let globex = id_at(start + 2);
+    fx.store(&[
+        record(&acme_first, "acme", "sub_a", "evt-1", "http5xx", false),
+        record(&globex, "globex", "sub_g", "evt-1", "success", false),
+    ])
+    .await;
+    fx.store(&[
+        record(&acme_retry, "acme", "sub_a", "evt-1", "success", false),
+        record(&acme_other_sub, "acme", "sub_b", "evt-1", "success", false),
+    ])
+    .await;
+    let index = &fx.index;
+    let listed = |tenant: &'static str| async move {
+        index
+            .list(&by_event(tenant, "evt-1"), &Filter::default(), None, 50)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        ids(&listed("acme").await),
+        [&acme_other_sub, &acme_retry, &acme_first]
+    );
+    assert_eq!(ids(&listed("globex").await), [&globex]);
+    assert!(listed("initech").await.records.is_empty());
+
+    // The last attempt to a subscription, within the tenant only.
+    let last = |tenant: &'static str, sub: &'static str| async move {
+        index
+            .last_attempt(tenant, "evt-1", sub)
+            .await
+            .unwrap()
+            .map(|r| r.id)
+    };
+    assert_eq!(last("acme", "sub_a").await, Some(acme_retry.clone()));
+    assert_eq!(last("acme", "sub_b").await, Some(acme_other_sub.clone()));
+    assert_eq!(last("globex", "sub_g").await, Some(globex.clone()));
+    assert_eq!(last("globex", "sub_a").await, None);
+    assert_eq!(last("acme", "sub_g").await, None);
+    assert!(index
+        .last_attempt("acme", "evt-2", "sub_a")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Only the tenant-scoped keys are written.
+    let mut redis = fx.redis.clone();
+    let prefix = &fx.env.config.prefix;
+    let (shard, _) = hookrelay_logs::index::layout::event_shard("evt-1");
+    for (tenant, hour) in [("acme", start / HOUR), ("globex", start / HOUR)] {
+        let key = format!("{prefix}:log:ev:{{{tenant}}}:{shard}:{hour}");
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(exists, "{key}");
+    }
+    let old_layout: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}:log:ev:{shard}:{}", start / HOUR))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!old_layout);
 }
 
 #[tokio::test]

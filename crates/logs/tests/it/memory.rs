@@ -29,7 +29,8 @@ fn kind(prefix: &str, key: &str) -> String {
     let parts: Vec<&str> = rest.split(':').collect();
     match parts.as_slice() {
         ["", "log", kind, ..] => format!("log:{kind}"),
-        ["", "health", _, "recent"] => "health:recent".into(),
+        // `<prefix>:{<subscription>}:health[:recent]`
+        ["", tag, rest @ ..] if tag.starts_with('{') && !rest.is_empty() => rest.join(":"),
         ["", first, ..] => (*first).to_owned(),
         _ => rest.to_owned(),
     }
