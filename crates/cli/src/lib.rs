@@ -188,6 +188,29 @@ mod tests {
             "t"
         ])
         .is_err());
+        assert!(Cli::try_parse_from([
+            "hookctl",
+            "attempts",
+            "list",
+            "--subscription",
+            "s",
+            "--event",
+            "e"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "hookctl", "attempts", "list", "--event", "e-1", "--tenant", "acme",
+        ])
+        .unwrap();
+        let Command::Attempts(commands::attempts::AttemptsCommand::List { event, tenant, .. }) =
+            cli.command
+        else {
+            panic!("not attempts list");
+        };
+        assert_eq!(
+            (event.as_deref(), tenant.as_deref()),
+            (Some("e-1"), Some("acme"))
+        );
         let cli = Cli::try_parse_from([
             "hookctl",
             "--json",

@@ -115,6 +115,34 @@ async fn create_publish_and_see_the_attempt() {
     )
     .await;
     assert!(table.contains("e-1") && table.contains("200"), "{table}");
+    // By event: within the tenant, which the admin names.
+    let by_event = hookctl(
+        &hr,
+        &["attempts", "list", "--event", "e-1", "--tenant", "acme"],
+    )
+    .await;
+    assert!(by_event.ok, "{}", by_event.stderr);
+    assert!(
+        by_event.stdout.contains(&id) && by_event.stdout.contains("success"),
+        "{}",
+        by_event.stdout
+    );
+    let elsewhere = hookctl(
+        &hr,
+        &["attempts", "list", "--event", "e-1", "--tenant", "globex"],
+    )
+    .await;
+    assert!(
+        elsewhere.ok && !elsewhere.stdout.contains(&id),
+        "{}",
+        elsewhere.stdout
+    );
+    let no_tenant = hookctl(&hr, &["attempts", "list", "--event", "e-1"]).await;
+    assert!(!no_tenant.ok);
+    assert_eq!(
+        no_tenant.stderr.trim(),
+        "error: invalid argument: tenant: required with event_id for an admin token: event ids are unique only within a tenant, and attempts are looked up by event within one tenant"
+    );
 
     let updated = hookctl(
         &hr,

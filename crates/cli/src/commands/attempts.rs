@@ -16,11 +16,17 @@ use crate::time::timestamp;
 pub enum AttemptsCommand {
     /// Attempts of a subscription, an event or a tenant, newest first.
     List {
-        #[arg(long, group = "scope")]
+        /// This subscription's attempts.
+        #[arg(long, conflicts_with_all = ["event", "tenant"])]
         subscription: Option<String>,
-        #[arg(long, group = "scope")]
+        /// This event's attempts, within --tenant (event ids are unique only
+        /// within a tenant).
+        #[arg(long)]
         event: Option<String>,
-        #[arg(long, group = "scope")]
+        /// This tenant's attempts; with --event, the tenant that published
+        /// the event (required with an admin token, a tenant token's own by
+        /// default).
+        #[arg(long)]
         tenant: Option<String>,
         /// Only this outcome: success, http_4xx, http_5xx, timeout, ...
         #[arg(long)]
@@ -58,7 +64,9 @@ pub async fn run(
             page_token,
         } => {
             if subscription.is_none() && event.is_none() && tenant.is_none() {
-                bail!("say whose attempts: --subscription ID, --event ID or --tenant T");
+                bail!(
+                    "say whose attempts: --subscription ID, --event ID [--tenant T] or --tenant T"
+                );
             }
             let page = client
                 .list_attempts(pb::ListAttemptsRequest {
