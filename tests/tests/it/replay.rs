@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookrelay_proto::v1 as pb;
-use hookrelay_tests::support::{eventually, Receiver, Reply};
+use hookrelay_tests::support::{eventually, Receiver, Reply, TestEnv};
 use hookrelay_tests::Harness;
 use pb::retry_policy::Policy;
 
@@ -302,4 +302,122 @@ async fn events_are_listed_by_tenant_type_and_page() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn redeliver_sends_the_event_of_the_subscriptions_tenant_and_only_to_it() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (acme, _) = hr
+        .create(subscription("acme", &receiver.url("/acme"), &["order.*"]))
+        .await;
+    let (globex, _) = hr
+        .create(subscription(
+            "globex",
+            &receiver.url("/globex"),
+            &["order.*"],
+        ))
+        .await;
+    // The same event id in both tenants, with different data.
+    hr.publish(
+        "acme",
+        "order.paid",
+        br#"{"id":"shared-1","data":{"who":"acme"}}"#,
+    )
+    .await;
+    hr.publish(
+        "globex",
+        "order.paid",
+        br#"{"id":"shared-1","data":{"who":"globex"}}"#,
+    )
+    .await;
+    hr.publish(
+        "globex",
+        "order.paid",
+        br#"{"id":"globex-only","data":{"who":"globex"}}"#,
+    )
+    .await;
+    wait_attempts(&hr, &acme.id, 1).await;
+    wait_attempts(&hr, &globex.id, 2).await;
+    let redeliver = |token: &'static str, event_id: &str, subscription_id: &str| {
+        let request = pb::RedeliverRequest {
+            event_id: event_id.into(),
+            subscription_id: subscription_id.into(),
+        };
+        let hr = &hr;
+        async move {
+            let mut logs = match token {
+                "" => hr.logs().await,
+                token => hr.logs_as(token).await,
+            };
+            logs.redeliver(request)
+                .await
+                .map(|r| r.into_inner().webhook_id)
+        }
+    };
+
+    // Another tenant's subscription is not found, whatever the event.
+    for (token, event_id, subscription_id) in [
+        (TestEnv::GLOBEX_TOKEN, "shared-1", &acme.id),
+        (TestEnv::ACME_TOKEN, "shared-1", &globex.id),
+        (TestEnv::ACME_TOKEN, "globex-only", &globex.id),
+    ] {
+        let refused = redeliver(token, event_id, subscription_id)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message().to_owned()),
+            (
+                tonic::Code::NotFound,
+                format!("subscription {subscription_id} not found")
+            )
+        );
+    }
+    // An event only another tenant published is not found for one's own.
+    let missing = redeliver(TestEnv::ACME_TOKEN, "globex-only", &acme.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (missing.code(), missing.message().to_owned()),
+        (
+            tonic::Code::NotFound,
+            format!(
+                "no attempt of event globex-only to subscription {} (or older than the retention)",
+                acme.id
+            )
+        )
+    );
+
+    // Each tenant's own redelivery sends its own event, to its own endpoint.
+    let globex_webhook = redeliver(TestEnv::GLOBEX_TOKEN, "shared-1", &globex.id)
+        .await
+        .unwrap();
+    let acme_webhook = redeliver("", "shared-1", &acme.id).await.unwrap();
+    receiver.wait_for(5, WAIT).await;
+    for (path, who, webhook_id) in [
+        ("/globex", "globex", &globex_webhook),
+        ("/acme", "acme", &acme_webhook),
+    ] {
+        let sent: Vec<_> = receiver
+            .requests_to(path)
+            .into_iter()
+            .filter(|r| r.header("webhook-id") == Some(webhook_id.as_str()))
+            .collect();
+        assert_eq!(sent.len(), 2, "{path}: the original and the redelivery");
+        assert!(
+            sent.iter()
+                .all(|r| r.body_str().contains(&format!(r#""who":"{who}""#))),
+            "{path}"
+        );
+    }
+    for (sub, n) in [(&globex, 3), (&acme, 2)] {
+        let attempts = wait_attempts(&hr, &sub.id, n).await;
+        assert_eq!(attempts.len(), n, "{}", sub.tenant);
+        assert_eq!(
+            (attempts[0].event_id.as_str(), attempts[0].redelivery),
+            ("shared-1", true)
+        );
+    }
+    // The refused redeliveries sent nothing.
+    assert_eq!(receiver.requests().len(), 5);
 }

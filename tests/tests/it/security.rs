@@ -182,14 +182,16 @@ async fn a_name_that_changes_to_a_private_address_is_blocked_at_connect_time() {
     );
 }
 
+/// Every RPC of `Subscriptions` and `DeliveryLogs`, called with acme's token
+/// on globex's data, is refused without a trace of it; acme's own replies
+/// hold nothing of globex's, even where both tenants use the same event id.
 #[tokio::test]
 async fn tenants_see_only_their_own_data_through_every_rpc() {
     let hr = Harness::start().await;
     let receiver = Receiver::start().await;
-    let (theirs, _) = hr
-        .create(subscription("globex", &receiver.url("/g"), &["*"]))
-        .await;
-    hr.publish("globex", "x.y", br#"{"id":"g-1","data":{}}"#)
+    let their_url = receiver.url("/g");
+    let (theirs, _) = hr.create(subscription("globex", &their_url, &["*"])).await;
+    hr.publish("globex", "x.y", br#"{"id":"g-1","data":{"who":"globex"}}"#)
         .await;
     let their_attempt = crate::logs::wait_attempts(&hr, &theirs.id, 1)
         .await
@@ -209,50 +211,98 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
         .unwrap();
     assert_eq!(mine.tenant, "acme");
 
-    let denied = |s: tonic::Status| (s.code(), s.message().to_owned());
-    let not_found = format!("subscription {} not found", theirs.id);
-    let other = subscription("globex", &receiver.url("/x"), &["*"]);
+    // TailAttempts without a filter follows only acme's attempts: globex's
+    // g-2, recorded between acme's two, never shows.
+    let mut tailed = tail(&hr, TestEnv::ACME_TOKEN, "", "").await.unwrap();
+    // The same event id as globex's.
+    hr.publish("acme", "x.y", br#"{"id":"g-1","data":{"who":"acme"}}"#)
+        .await;
+    let my_attempt = crate::logs::wait_attempts(&hr, &mine.id, 1).await.remove(0);
+    hr.publish("globex", "x.y", br#"{"id":"g-2","data":{"who":"globex"}}"#)
+        .await;
+    crate::logs::wait_attempts(&hr, &theirs.id, 2).await;
+    hr.publish("acme", "x.y", br#"{"id":"a-2","data":{"who":"acme"}}"#)
+        .await;
+    let seen = [
+        next_tailed(&mut tailed).await,
+        next_tailed(&mut tailed).await,
+    ]
+    .map(|a| (a.tenant, a.subscription_id, a.event_id));
     assert_eq!(
-        denied(
-            subs.create_subscription(pb::CreateSubscriptionRequest {
-                subscription: Some(other)
-            })
-            .await
-            .unwrap_err()
-        ),
+        seen,
+        [
+            ("acme".to_owned(), mine.id.clone(), "g-1".to_owned()),
+            ("acme".to_owned(), mine.id.clone(), "a-2".to_owned())
+        ]
+    );
+    let my_attempts = crate::logs::wait_attempts(&hr, &mine.id, 2).await;
+
+    // Nothing of globex's in a refusal: not its URL, not its attempts.
+    let traceless = |rpc: &str, status: &tonic::Status| {
+        for secret in [&their_url, &their_attempt.webhook_id, &their_attempt.id] {
+            assert!(
+                !status.message().contains(secret.as_str()),
+                "{rpc}: {}",
+                status.message()
+            );
+        }
+    };
+    let other = subscription("globex", &receiver.url("/x"), &["*"]);
+    let created = subs
+        .create_subscription(pb::CreateSubscriptionRequest {
+            subscription: Some(other),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (created.code(), created.message()),
         (
             Code::PermissionDenied,
-            "tenant \"globex\": this token is scoped to tenant \"acme\"".to_owned()
+            "tenant \"globex\": this token is scoped to tenant \"acme\""
         )
     );
+
+    // Naming globex's subscription: NOT_FOUND, as if it did not exist.
     let id = theirs.id.clone();
+    let not_found = format!("subscription {id} not found");
+    let mut taken_over = theirs.clone();
+    taken_over.tenant = "acme".into();
     let checks: Vec<(&str, tonic::Status)> = vec![
         (
-            "get",
+            "GetSubscription",
             subs.get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
                 .await
                 .unwrap_err(),
         ),
         (
-            "update",
+            "UpdateSubscription",
             subs.update_subscription(pb::UpdateSubscriptionRequest {
                 subscription: Some(theirs.clone()),
-                expected_revision: 0,
+                expected_revision: theirs.revision,
             })
             .await
             .unwrap_err(),
         ),
         (
-            "delete",
+            "UpdateSubscription into its own tenant",
+            subs.update_subscription(pb::UpdateSubscriptionRequest {
+                subscription: Some(taken_over),
+                expected_revision: theirs.revision,
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "DeleteSubscription",
             subs.delete_subscription(pb::DeleteSubscriptionRequest {
                 id: id.clone(),
-                expected_revision: 0,
+                expected_revision: theirs.revision,
             })
             .await
             .unwrap_err(),
         ),
         (
-            "test",
+            "SendTestEvent",
             subs.send_test_event(pb::SendTestEventRequest {
                 id: id.clone(),
                 ..Default::default()
@@ -261,7 +311,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "rotate",
+            "RotateSecret",
             subs.rotate_secret(pb::RotateSecretRequest {
                 id: id.clone(),
                 grace: None,
@@ -270,7 +320,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "list attempts",
+            "ListAttempts by subscription",
             logs.list_attempts(pb::ListAttemptsRequest {
                 subscription_id: id.clone(),
                 ..Default::default()
@@ -279,7 +329,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "failures",
+            "ListFailures by subscription",
             logs.list_failures(pb::ListFailuresRequest {
                 subscription_id: id.clone(),
                 ..Default::default()
@@ -288,7 +338,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "redeliver",
+            "Redeliver",
             logs.redeliver(pb::RedeliverRequest {
                 event_id: "g-1".into(),
                 subscription_id: id.clone(),
@@ -297,7 +347,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "recover",
+            "RecoverFailed",
             logs.recover_failed(pb::RecoverFailedRequest {
                 subscription_id: id.clone(),
                 since: Some(prost_types::Timestamp::default()),
@@ -307,26 +357,24 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .unwrap_err(),
         ),
         (
-            "health",
+            "GetSubscriptionHealth",
             logs.get_subscription_health(pb::GetSubscriptionHealthRequest {
                 subscription_id: id.clone(),
             })
             .await
             .unwrap_err(),
         ),
+        (
+            "TailAttempts by subscription",
+            tail(&hr, TestEnv::ACME_TOKEN, "", &id).await.unwrap_err(),
+        ),
     ];
-    for (rpc, status) in checks {
+    for (rpc, status) in &checks {
         assert_eq!(
-            (rpc, status.code()),
-            (rpc, Code::NotFound),
-            "{rpc}: {}",
-            status.message()
+            (*rpc, status.code(), status.message()),
+            (*rpc, Code::NotFound, not_found.as_str())
         );
-        assert!(
-            status.message().starts_with(&not_found) || status.message().contains(&id),
-            "{rpc}: {}",
-            status.message()
-        );
+        traceless(rpc, status);
     }
     let attempt = logs
         .get_attempt(pb::GetAttemptRequest {
@@ -334,41 +382,85 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
         })
         .await
         .unwrap_err();
-    assert_eq!(attempt.code(), Code::NotFound);
-    for status in [
-        logs.list_attempts(pb::ListAttemptsRequest {
-            tenant: "globex".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err(),
-        logs.list_failures(pb::ListFailuresRequest {
-            tenant: "globex".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err(),
-        logs.list_events(pb::ListEventsRequest {
-            tenant: "globex".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err(),
-        subs.list_subscriptions(pb::ListSubscriptionsRequest {
-            tenant: "globex".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err(),
-    ] {
+    assert_eq!(
+        (attempt.code(), attempt.message().to_owned()),
+        (
+            Code::NotFound,
+            format!(
+                "attempt {} not found (or older than the retention)",
+                their_attempt.id
+            )
+        )
+    );
+
+    // Naming globex: PERMISSION_DENIED.
+    let denied: Vec<(&str, tonic::Status)> = vec![
+        (
+            "ListAttempts by tenant",
+            logs.list_attempts(pb::ListAttemptsRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListAttempts by event in a tenant",
+            logs.list_attempts(pb::ListAttemptsRequest {
+                event_id: "g-1".into(),
+                tenant: "globex".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListFailures by tenant",
+            logs.list_failures(pb::ListFailuresRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListEvents",
+            logs.list_events(pb::ListEventsRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListSubscriptions",
+            subs.list_subscriptions(pb::ListSubscriptionsRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "TailAttempts by tenant",
+            tail(&hr, TestEnv::ACME_TOKEN, "globex", "")
+                .await
+                .unwrap_err(),
+        ),
+    ];
+    for (rpc, status) in &denied {
         assert_eq!(
-            status.code(),
-            Code::PermissionDenied,
-            "{}",
-            status.message()
+            (*rpc, status.code(), status.message()),
+            (
+                *rpc,
+                Code::PermissionDenied,
+                "tenant \"globex\": this token is scoped to tenant \"acme\""
+            )
         );
+        traceless(rpc, status);
     }
-    // Listings without a tenant show only its own.
+
+    // Its own listings hold only its own.
     let listed = subs
         .list_subscriptions(pb::ListSubscriptionsRequest::default())
         .await
@@ -382,27 +474,131 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             .collect::<Vec<_>>(),
         [mine.id.as_str()]
     );
-    let by_event = logs
-        .list_attempts(pb::ListAttemptsRequest {
-            event_id: "g-1".into(),
+    let attempts = |request: pb::ListAttemptsRequest| {
+        let mut logs = logs.clone();
+        let mine = mine.clone();
+        async move {
+            let mut ids: Vec<String> = logs
+                .list_attempts(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .attempts
+                .into_iter()
+                .map(|a| {
+                    assert_eq!((a.tenant.as_str(), &a.subscription_id), ("acme", &mine.id));
+                    a.id
+                })
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut all_mine: Vec<String> = my_attempts.iter().map(|a| a.id.clone()).collect();
+    all_mine.sort();
+    for tenant in ["", "acme"] {
+        assert_eq!(
+            attempts(pb::ListAttemptsRequest {
+                event_id: "g-1".into(),
+                tenant: tenant.into(),
+                ..Default::default()
+            })
+            .await,
+            [my_attempt.id.as_str()],
+            "by event, tenant {tenant:?}"
+        );
+    }
+    assert!(attempts(pb::ListAttemptsRequest {
+        event_id: "g-2".into(),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    assert_eq!(
+        attempts(pb::ListAttemptsRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await,
+        all_mine
+    );
+    let failures = logs
+        .list_failures(pb::ListFailuresRequest {
+            tenant: "acme".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(by_event.attempts.is_empty());
-    // The other tenant's token sees its own.
+    assert!(failures.attempts.is_empty(), "{:?}", failures.attempts);
+    let events = logs
+        .list_events(pb::ListEventsRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.tenant.as_str(), e.id.as_str(), e.data.as_slice()))
+            .collect::<Vec<_>>(),
+        [
+            ("acme", "g-1", br#"{"who":"acme"}"#.as_slice()),
+            ("acme", "a-2", br#"{"who":"acme"}"#.as_slice())
+        ]
+    );
+    let own = logs
+        .get_attempt(pb::GetAttemptRequest {
+            id: my_attempt.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.tenant, "acme");
+    let health = logs
+        .get_subscription_health(pb::GetSubscriptionHealthRequest {
+            subscription_id: mine.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.subscription_id, mine.id);
+
+    // Globex's subscription is as it was, and its token sees it.
     let mut globex = hr.subscriptions_as(TestEnv::GLOBEX_TOKEN).await;
-    globex
+    let kept = globex
         .get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (kept.revision, kept.tenant.as_str(), kept.url.as_str()),
+        (theirs.revision, "globex", their_url.as_str())
+    );
+    assert_eq!(
+        receiver.requests_to("/g").len(),
+        2,
+        "no test event or redelivery reached globex"
+    );
 
     for token in ["", "not-a-token"] {
         let status = hr
             .subscriptions_as(token)
             .await
             .list_subscriptions(pb::ListSubscriptionsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+        let status = hr
+            .logs_as(token)
+            .await
+            .list_attempts(pb::ListAttemptsRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
