@@ -330,11 +330,9 @@ pub async fn run_with(
                     guard.clone(),
                 )
                 .map(|sender| {
-                    SubscriptionService::new(
-                        Store::new(bucket.clone(), tenants.clone()),
-                        sender,
-                        &config,
-                    )
+                    let store = Store::new(bucket.clone(), tenants.clone());
+                    tasks.spawn(store.clone().keep_indexed(work.clone()));
+                    SubscriptionService::new(store, sender, &config)
                 })
             })
             .transpose()?;

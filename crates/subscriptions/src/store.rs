@@ -9,7 +9,9 @@
 //! before its subscription is written and removed after it is deleted;
 //! one left behind by a crash in between is skipped when listing and
 //! dropped when the tenant is full. Subscriptions written before this index
-//! existed are indexed once, by a scan, on first use.
+//! existed are indexed once, by a scan, on first use; those that replicas of
+//! an earlier version write later (a rolling upgrade) are added as they
+//! appear, by [`Store::keep_indexed`].
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -121,6 +123,59 @@ impl Store {
             })
             .await
             .map(drop)
+    }
+
+    /// Adds every subscription written from now on that its tenant's ids
+    /// lack: a replica of an earlier version writes the subscription alone.
+    /// Runs until `shutdown`; a watch that ends or fails is opened again.
+    pub async fn keep_indexed(self, shutdown: tokio_util::sync::CancellationToken) {
+        use futures::StreamExt;
+        let mut pause = hookrelay_core::failure::Backoff::up_to(std::time::Duration::from_secs(10));
+        loop {
+            match self.kv.watch_all().await {
+                Ok(mut watch) => loop {
+                    let entry = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        entry = watch.next() => entry,
+                    };
+                    let Some(Ok(entry)) = entry else { break };
+                    if entry.operation != kv::Operation::Put {
+                        continue;
+                    }
+                    let Ok(sub) = serde_json::from_slice::<Subscription>(&entry.value) else {
+                        continue;
+                    };
+                    pause =
+                        hookrelay_core::failure::Backoff::up_to(std::time::Duration::from_secs(10));
+                    let listed = matches!(self.members(&sub.tenant).await,
+                        Ok((members, _)) if members.ids.binary_search(&sub.id).is_ok());
+                    if listed {
+                        continue;
+                    }
+                    let added = self
+                        .change_members(&sub.tenant, |members| {
+                            if let Err(at) = members.ids.binary_search(&sub.id) {
+                                members.ids.insert(at, sub.id.clone());
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match added {
+                        Ok(()) => {
+                            tracing::info!(subscription = %sub.id, tenant = %sub.tenant, "subscription written without its tenant index entry, indexed")
+                        }
+                        Err(error) => {
+                            tracing::warn!(subscription = %sub.id, %error, "cannot index a subscription written without its tenant index entry")
+                        }
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "cannot watch the subscriptions bucket"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause.failed()) => {}
+            }
+        }
     }
 
     /// A tenant's ids and the revision they were read at (none yet: `None`).

@@ -514,3 +514,47 @@ async fn subscriptions_stored_before_the_tenant_index_are_listed_and_counted() {
     let status = create_err(&hr, subscription("acme", "http://127.0.0.1:9/over", &["*"])).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_subscription_an_older_replica_writes_during_an_upgrade_is_listed() {
+    let hr = Harness::start().await;
+    // The index is built: this replica has listed and created already.
+    hr.create(subscription("acme", "http://127.0.0.1:9/new", &["*"]))
+        .await;
+    // A replica of the earlier version writes a subscription alone.
+    let bucket = hookrelay_core::nats::subscriptions_bucket(&hr.js, &hr.env.config)
+        .await
+        .unwrap();
+    let id = "sub_01J000000000000000000000ZZ".to_owned();
+    let value = serde_json::json!({
+        "id": id, "tenant": "acme", "url": "http://127.0.0.1:9/old",
+        "event_types": ["*"], "enabled": true, "secrets": [],
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+    });
+    bucket
+        .put(&id, serde_json::to_vec(&value).unwrap().into())
+        .await
+        .unwrap();
+    let client = hr.subscriptions().await;
+    hookrelay_tests::support::eventually(
+        "the older replica's subscription listed",
+        std::time::Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let listed = client
+                    .list_subscriptions(pb::ListSubscriptionsRequest {
+                        tenant: "acme".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .subscriptions;
+                (listed.len() == 2 && listed.iter().any(|s| s.id == id)).then_some(())
+            }
+        },
+    )
+    .await;
+}
