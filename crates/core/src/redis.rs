@@ -292,7 +292,12 @@ impl Sentinel {
     ) -> redis::RedisResult<(String, ConnectionManager)> {
         let master = client.async_get_client().await?;
         let address = master.get_connection_info().addr.to_string();
-        let manager = ConnectionManager::new_with_config(master, manager_config()).await?;
+        // No reconnect round: with ten tries every command to a dead master
+        // waited ~20-30 s for the round to give up before `after` could ask
+        // the Sentinels, long after they had promoted a replica. A failed
+        // reconnect is an error at once; the Sentinels say where to go next.
+        let config = manager_config().set_number_of_retries(0);
+        let manager = ConnectionManager::new_with_config(master, config).await?;
         Ok((address, manager))
     }
 

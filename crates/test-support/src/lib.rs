@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod receiver;
+pub mod sentinel;
 pub mod servers;
 
 use std::future::Future;
