@@ -259,9 +259,14 @@ impl NatsCluster {
         let cluster = Self { nodes };
         // Ready once a stream at R3 can be made: routes up, JetStream's
         // meta leader elected, every peer known.
-        let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
-            .await
-            .unwrap();
+        // The servers may still be starting: connect once one listens.
+        let urls = cluster.urls();
+        let client = eventually("a NATS node listening", Duration::from_secs(30), || async {
+            async_nats::connect(urls.split(',').collect::<Vec<_>>())
+                .await
+                .ok()
+        })
+        .await;
         let js = async_nats::jetstream::new(client);
         eventually("the NATS cluster up", Duration::from_secs(60), || async {
             let stream = js

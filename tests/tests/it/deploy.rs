@@ -16,7 +16,9 @@ fn kubernetes_carries_the_compose_config_and_it_is_valid() {
     let embedded: String = manifest[start..]
         .lines()
         .take_while(|line| line.is_empty() || line.starts_with("    "))
-        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
         .collect();
     let without_comments: String = file
         .lines()
