@@ -66,6 +66,9 @@ impl Dispatcher {
                 Ok(claimed) => {
                     pause_after_failure.succeeded();
                     self.scheduler_ready.set(true);
+                    // Reaching the schedule is reaching Redis: a dispatcher
+                    // with nothing else to write is ready again too.
+                    self.transients.recovered(COMPONENT, Dependency::Redis);
                     let full = claimed.len() == BATCH;
                     let sent = if claimed.is_empty() {
                         None

@@ -409,6 +409,38 @@ async fn redis_killed_and_restarted_mid_load_loses_nothing() {
 }
 
 #[tokio::test]
+async fn ready_again_after_a_redis_outage_with_nothing_to_deliver() {
+    let _serial = SERIAL.lock().await;
+    let mut redis = OwnServer::start(Kind::Redis).await;
+    let mut env = TestEnv::new();
+    env.config.redis.url = redis.url();
+    let hr = Harness::start_with(env, Role::All).await;
+    redis.kill().await;
+    // Until the retry scheduler has found Redis gone too, not only the ping.
+    let readyz = || async {
+        reqwest::get(format!("http://{}/readyz", hr.http_addr))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    eventually(
+        "the dispatcher not ready while Redis is down",
+        Duration::from_secs(20),
+        || async { readyz().await.filter(|r| r.contains("redis (dispatcher)")) },
+    )
+    .await;
+    redis.spawn().await;
+    // No delivery, retry or circuit write follows: the scheduler's own
+    // successful claims must say Redis is back.
+    eventually("ready again", Duration::from_secs(20), || async {
+        ready(&hr).await.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn nats_killed_and_restarted_mid_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut nats = OwnServer::start(Kind::Nats).await;
