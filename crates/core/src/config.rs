@@ -130,6 +130,17 @@ pub struct RedisConfig {
     /// The master's name in Sentinel (`sentinel` mode).
     #[serde(default = "default_sentinel_master")]
     pub sentinel_master: String,
+    /// Replicas that must have each write before it counts (0: the
+    /// master's acknowledgement is enough; see `redis::durable`).
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long a write waits for those replicas.
+    #[serde(with = "humantime_serde", default = "default_wait_timeout")]
+    pub wait_timeout: Duration,
+}
+
+fn default_wait_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_sentinel_master() -> String {
@@ -287,6 +298,12 @@ impl Config {
             if let Err(error) = redis::IntoConnectionInfo::into_connection_info(*url) {
                 return invalid("redis.url", &format!("{url:?}: {error}"));
             }
+        }
+        if self.redis.wait_replicas > 0 && self.redis.wait_timeout.is_zero() {
+            return invalid(
+                "redis.wait_timeout",
+                "must be positive when redis.wait_replicas is set",
+            );
         }
         if self.redis.mode == RedisMode::Sentinel && self.redis.sentinel_master.is_empty() {
             return invalid("redis.sentinel_master", "is required in sentinel mode");

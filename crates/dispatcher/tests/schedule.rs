@@ -81,3 +81,30 @@ async fn due_entries_are_claimed_once_and_come_back_when_the_lease_expires() {
         Some((now + chrono::Duration::hours(1)).timestamp_millis())
     );
 }
+
+#[tokio::test]
+async fn with_wait_replicas_a_write_no_replica_acknowledged_fails_and_reads_still_work() {
+    // The shared Redis has no replica: every write comes back short.
+    let mut env = TestEnv::new();
+    env.config.redis.wait_replicas = 1;
+    env.config.redis.wait_timeout = Duration::from_millis(50);
+    let redis = hookrelay_core::redis::connect(&env.config).await.unwrap();
+    let schedule = RetrySchedule::new(&env.config.names(), redis);
+    let error = schedule.add(&entry(1), Utc::now()).await.unwrap_err();
+    assert!(error.to_string().contains("0 of 1 within 50 ms"), "{error}");
+    let error = schedule
+        .add_all(&[(entry(2), Utc::now()), (entry(3), Utc::now())])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("redis.wait_replicas"), "{error}");
+    let error = schedule
+        .requeue(&["x".to_owned()], Utc::now())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("0 of 1"),
+        "a transaction: {error}"
+    );
+    // Reads never wait; the writes stand on the master all the same.
+    assert_eq!(schedule.stats().await.unwrap().0, 4);
+}

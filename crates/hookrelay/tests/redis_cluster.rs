@@ -68,6 +68,8 @@ async fn a_redis_cluster_master_killed_mid_load_loses_nothing() {
     let mut env = TestEnv::new();
     env.config.redis.mode = RedisMode::Cluster;
     env.config.redis.url = cluster.urls();
+    // Every write the replica lacks would be lost at failover: wait for it.
+    env.config.redis.wait_replicas = 1;
     let hr = Harness::start_with(env, Role::All).await;
 
     let receiver = Receiver::start().await;

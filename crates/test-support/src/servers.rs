@@ -19,16 +19,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Three masters with two replicas each.
+const NODES: usize = 9;
+
 /// One `redis-server` of a cluster.
 struct Node {
     port: u16,
     child: Option<Child>,
 }
 
-/// Six `redis-server --cluster-enabled` processes joined by
-/// `redis-cli --cluster create --cluster-replicas 1`: three masters owning
-/// the 16,384 slots, each with a replica that takes over within about two
-/// seconds of its master's death (node timeout 1 s). AOF with fsync always.
+/// Nine `redis-server --cluster-enabled` processes joined by
+/// `redis-cli --cluster create --cluster-replicas 2`: three masters owning
+/// the 16,384 slots, each with two replicas, one of which takes over within
+/// about two seconds of its master's death (node timeout 1 s) and still has
+/// a replica of its own (so `redis.wait_replicas = 1` keeps working after
+/// a failover). AOF with fsync always.
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: PathBuf,
@@ -51,7 +56,7 @@ async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<
 
 impl RedisCluster {
     pub async fn start() -> Self {
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("hookrelay-redis-cluster-{}", ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         let mut nodes = Vec::new();
@@ -98,7 +103,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", "2", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -115,7 +120,9 @@ impl RedisCluster {
         eventually("the Redis cluster up", Duration::from_secs(60), || async {
             for port in &ports {
                 let info: String = query(*port, redis::cmd("CLUSTER").arg("INFO")).await?;
-                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6") {
+                if !info.contains("cluster_state:ok")
+                    || !info.contains(&format!("cluster_known_nodes:{NODES}"))
+                {
                     return None;
                 }
                 let replication: String =
@@ -127,7 +134,7 @@ impl RedisCluster {
                 }
             }
             let masters = cluster.masters().await?;
-            (masters.len() == 3 && masters.iter().all(|m| m.replicas == 1)).then_some(())
+            (masters.len() == 3 && masters.iter().all(|m| m.replicas == 2)).then_some(())
         })
         .await;
         cluster
