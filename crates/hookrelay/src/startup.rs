@@ -78,7 +78,9 @@ pub fn watch_redis(
 /// Carries keys of the layout before hash tags over, now and every five
 /// minutes after (replicas of the old version may still write them while a
 /// rolling upgrade goes on); services start meanwhile, since a moved key
-/// merges into one they already use.
+/// merges into one they already use. Every key is scanned until a scan
+/// finds nothing to move, then only when an old replica is seen writing
+/// (`key_upgrade::KeyUpgrade`).
 pub fn upgrade_redis_keys(
     redis: Redis,
     names: hookrelay_core::Names,
@@ -86,8 +88,9 @@ pub fn upgrade_redis_keys(
     tasks: &mut JoinSet<()>,
 ) {
     tasks.spawn(async move {
+        let mut upgrade = hookrelay_core::key_upgrade::KeyUpgrade::new(&names);
         loop {
-            if let Err(error) = hookrelay_core::key_upgrade::upgrade_keys(&redis, &names).await {
+            if let Err(error) = upgrade.run(&redis).await {
                 tracing::warn!(%error, "cannot move redis keys to the tagged layout yet");
             }
             tokio::select! {
