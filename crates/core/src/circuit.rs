@@ -8,10 +8,12 @@
 //! `probe_max`) on its failure. A subscription failing for `disable_after`
 //! is disabled and announced on `<prefix>.system.<tenant>.subscription.disabled`.
 //!
-//! Keys (all under the installation's prefix): `circuit:<subscription>` a
-//! hash of [`CircuitRecord`] (absent while healthy), `circuits` a sorted set
-//! of open subscriptions scored by their next probe (ms), `held:<subscription>`
-//! the held tasks (retry-schedule members) scored by when they were held.
+//! Keys (all under the installation's prefix, in the `{schedule}` slot with
+//! the retry schedule): `{schedule}:circuit:<subscription>` a hash of
+//! [`CircuitRecord`] (absent while healthy), `{schedule}:circuits` a sorted
+//! set of open subscriptions scored by their next probe (ms),
+//! `{schedule}:held:<subscription>` the held tasks (retry-schedule members)
+//! scored by when they were held.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -5,15 +5,15 @@
 //! rest wait; a head given up lets the next one go.
 //!
 //! Keys (`core::ordered`; `<prefix>` is the installation's Redis prefix):
-//! - `<prefix>:fifo:<subscription>`: the queue, members `seq:first` (base
+//! - `<prefix>:{fifo}:queue:<subscription>`: the queue, members `seq:first` (base
 //!   36: the event's sequence and when its delivery began), scored by seq.
 //!   The member is fixed per event, so an event fanned out twice (its
 //!   ingestor crashed before the ack) is queued once.
-//! - `<prefix>:fifo-ready`: subscriptions by when their head may go.
-//! - `<prefix>:fifo-lock:<subscription>`: which dispatcher sends it now.
-//! - `<prefix>:fifo-attempts`: per subscription, `seq:attempt` of a head
+//! - `<prefix>:{fifo}:ready`: subscriptions by when their head may go.
+//! - `<prefix>:{fifo}:lock:<subscription>`: which dispatcher sends it now.
+//! - `<prefix>:{fifo}:attempts`: per subscription, `seq:attempt` of a head
 //!   that failed (absent: attempt 1).
-//! - `<prefix>:fifo-taken`: per subscription, the highest sequence sent,
+//! - `<prefix>:{fifo}:taken`: per subscription, the highest sequence sent,
 //!   to tell an event that arrived after later ones went out.
 
 use std::collections::HashSet;
@@ -27,6 +27,10 @@ use hookrelay_core::ordered::OrderedKeys;
 use hookrelay_core::redis::Redis;
 use hookrelay_core::Names;
 use tokio::sync::{oneshot, Notify};
+
+/// The ordered-queue poller's own readiness flag for Redis ("redis
+/// (ordered)"), set by a failed poll and cleared by the next good one.
+const POLLER: &str = "ordered";
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::COMPONENT;
@@ -382,6 +386,7 @@ impl Dispatcher {
             match self.ordered.claim_ready(&owner, &skip).await {
                 Ok(claimed) => {
                     failures.succeeded();
+                    self.transients.recovered(POLLER, Dependency::Redis);
                     pause = POLL;
                     for subscription in claimed {
                         driving
@@ -398,7 +403,7 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
-                    self.transients.failed(COMPONENT, Dependency::Redis);
+                    self.transients.failed(POLLER, Dependency::Redis);
                     tracing::warn!(%error, "cannot read the ordered queues");
                     pause = failures.failed();
                 }

@@ -14,6 +14,12 @@ use hookrelay_core::failure::{Backoff, Dependency};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::COMPONENT;
+
+/// The scheduler's own readiness flag for Redis ("redis (scheduler)"): its
+/// claims succeeding say nothing of the writes other dispatcher work makes
+/// (to other slots of a cluster), and a failed claim is cleared by the next
+/// claim that succeeds, with or without anything else to write.
+const SCHEDULER: &str = "scheduler";
 use crate::schedule::{Claimed, RetryEntry};
 use crate::Dispatcher;
 
@@ -66,9 +72,7 @@ impl Dispatcher {
                 Ok(claimed) => {
                     pause_after_failure.succeeded();
                     self.scheduler_ready.set(true);
-                    // Reaching the schedule is reaching Redis: a dispatcher
-                    // with nothing else to write is ready again too.
-                    self.transients.recovered(COMPONENT, Dependency::Redis);
+                    self.transients.recovered(SCHEDULER, Dependency::Redis);
                     let full = claimed.len() == BATCH;
                     let sent = if claimed.is_empty() {
                         None
@@ -97,7 +101,7 @@ impl Dispatcher {
                         tracing::warn!(%error, "retry schedule unreachable");
                     }
                     self.scheduler_ready.set(false);
-                    self.transients.failed(COMPONENT, Dependency::Redis);
+                    self.transients.failed(SCHEDULER, Dependency::Redis);
                     // Backing off, but never so far that a Redis back from a
                     // restart waits long for its retries.
                     pause_after_failure.failed()

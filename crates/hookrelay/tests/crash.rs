@@ -426,9 +426,9 @@ async fn ready_again_after_a_redis_outage_with_nothing_to_deliver() {
             .ok()
     };
     eventually(
-        "the dispatcher not ready while Redis is down",
+        "the retry scheduler not ready while Redis is down",
         Duration::from_secs(20),
-        || async { readyz().await.filter(|r| r.contains("redis (dispatcher)")) },
+        || async { readyz().await.filter(|r| r.contains("redis (scheduler)")) },
     )
     .await;
     redis.spawn().await;

@@ -1,7 +1,8 @@
-//! hookrelay on a real Redis Cluster (three masters with a replica each, on
-//! loopback): retries, batches and the attempt log all work across slots,
-//! and a master SIGKILLed mid-load (the one holding the retry schedule)
-//! loses nothing once its replica has taken over.
+//! hookrelay on a real Redis Cluster (three masters with two replicas each,
+//! on loopback, `redis.wait_replicas = 1`): retries, batches and the attempt
+//! log all work across slots, and a master SIGKILLed mid-load while it holds
+//! pending retries (the one serving the retry schedule) loses nothing once a
+//! replica has taken over.
 
 mod common;
 
@@ -92,6 +93,31 @@ async fn a_redis_cluster_master_killed_mid_load_loses_nothing() {
     eventually("the load under way", Duration::from_secs(30), || async {
         (receiver.requests().len() >= EVENTS / 2).then_some(())
     })
+    .await;
+    // Kill it while retries wait in it: what a lost write would lose.
+    let names = hr.env.config.names();
+    let redis = hookrelay_core::redis::connect(&hr.env.config)
+        .await
+        .unwrap();
+    eventually(
+        "retries pending in the schedule",
+        Duration::from_secs(30),
+        || {
+            let mut redis = redis.clone();
+            let (due, leased) = (names.retries_key(), names.retries_leased_key());
+            async move {
+                let (due, leased): (u64, u64) = redis::pipe()
+                    .cmd("ZCARD")
+                    .arg(due)
+                    .cmd("ZCARD")
+                    .arg(leased)
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                (due + leased > 0).then_some(())
+            }
+        },
+    )
     .await;
     // The master holding the retry schedule is the one whose loss hurts most.
     let schedule_slot = key_slot(SCHEDULE_SLOT.as_bytes());

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use hookrelay::Role;
 use hookrelay_core::config::RedisMode;
-use hookrelay_test_support::sentinel::{info_field, query, RedisSentinels};
+use hookrelay_test_support::sentinel::{info_field, RedisSentinels};
+use hookrelay_test_support::servers::query;
 use hookrelay_test_support::{eventually, Receiver, TestEnv};
 use hookrelay_tests::Harness;
 

@@ -131,50 +131,111 @@ impl Store {
     pub async fn keep_indexed(self, shutdown: tokio_util::sync::CancellationToken) {
         use futures::StreamExt;
         let mut pause = hookrelay_core::failure::Backoff::up_to(std::time::Duration::from_secs(10));
+        // Where a watch that ended left off: the next one starts there, so
+        // no write in between goes unseen.
+        let mut next_revision: Option<u64> = None;
         loop {
-            match self.kv.watch_all().await {
-                Ok(mut watch) => loop {
-                    let entry = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        entry = watch.next() => entry,
-                    };
-                    let Some(Ok(entry)) = entry else { break };
-                    if entry.operation != kv::Operation::Put {
-                        continue;
-                    }
-                    let Ok(sub) = serde_json::from_slice::<Subscription>(&entry.value) else {
-                        continue;
-                    };
-                    pause =
-                        hookrelay_core::failure::Backoff::up_to(std::time::Duration::from_secs(10));
-                    let listed = matches!(self.members(&sub.tenant).await,
-                        Ok((members, _)) if members.ids.binary_search(&sub.id).is_ok());
-                    if listed {
-                        continue;
-                    }
-                    let added = self
-                        .change_members(&sub.tenant, |members| {
-                            if let Err(at) = members.ids.binary_search(&sub.id) {
-                                members.ids.insert(at, sub.id.clone());
+            let watch = match next_revision {
+                Some(revision) => self.kv.watch_all_from_revision(revision).await,
+                None => self.kv.watch_all().await,
+            };
+            match watch {
+                // Whatever has arrived is taken at once and each tenant in
+                // it read once, 16 tenants at a time: a watch that fell
+                // behind a burst of creates would buffer the whole burst.
+                Ok(watch) => {
+                    let mut chunks = watch.ready_chunks(1024);
+                    loop {
+                        let chunk = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            chunk = chunks.next() => chunk,
+                        };
+                        let Some(chunk) = chunk else { break };
+                        // The last write of each id in the chunk wins: a
+                        // subscription created and deleted in it is not
+                        // indexed again.
+                        let mut last: std::collections::HashMap<String, Option<String>> =
+                            Default::default();
+                        let mut failed = false;
+                        for entry in chunk {
+                            let Ok(entry) = entry else {
+                                failed = true;
+                                continue;
+                            };
+                            next_revision = Some(entry.revision + 1);
+                            let tenant = match entry.operation {
+                                kv::Operation::Put => {
+                                    serde_json::from_slice::<Subscription>(&entry.value)
+                                        .ok()
+                                        .map(|sub| sub.tenant)
+                                }
+                                kv::Operation::Delete | kv::Operation::Purge => None,
+                            };
+                            last.insert(entry.key, tenant);
+                        }
+                        let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> =
+                            Default::default();
+                        for (id, tenant) in last {
+                            if let Some(tenant) = tenant {
+                                by_tenant.entry(tenant).or_default().push(id);
                             }
-                            Ok(())
-                        })
-                        .await;
-                    match added {
-                        Ok(()) => {
-                            tracing::info!(subscription = %sub.id, tenant = %sub.tenant, "subscription written without its tenant index entry, indexed")
                         }
-                        Err(error) => {
-                            tracing::warn!(subscription = %sub.id, %error, "cannot index a subscription written without its tenant index entry")
+                        futures::stream::iter(by_tenant)
+                            .for_each_concurrent(READ_AHEAD, |(tenant, mut ids)| {
+                                ids.sort_unstable();
+                                self.index_missing(tenant, ids)
+                            })
+                            .await;
+                        if failed {
+                            break;
                         }
+                        pause = hookrelay_core::failure::Backoff::up_to(
+                            std::time::Duration::from_secs(10),
+                        );
                     }
-                },
+                }
                 Err(error) => tracing::warn!(%error, "cannot watch the subscriptions bucket"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause.failed()) => {}
             }
+        }
+    }
+
+    /// Adds those of `ids` that `tenant`'s ids lack.
+    async fn index_missing(&self, tenant: String, ids: Vec<String>) {
+        let missing: Vec<String> = match self.members(&tenant).await {
+            Ok((members, _)) => ids
+                .into_iter()
+                .filter(|id| members.ids.binary_search(id).is_err())
+                .collect(),
+            Err(_) => ids,
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let added = self
+            .change_members(&tenant, |members| {
+                for id in &missing {
+                    if let Err(at) = members.ids.binary_search(id) {
+                        members.ids.insert(at, id.clone());
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match added {
+            Ok(()) => tracing::info!(
+                tenant = %tenant,
+                subscriptions = ?missing,
+                "subscriptions written without their tenant index entry, indexed"
+            ),
+            Err(error) => tracing::warn!(
+                tenant = %tenant,
+                %error,
+                "cannot index subscriptions written without their tenant index entry"
+            ),
         }
     }
 

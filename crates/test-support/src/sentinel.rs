@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::eventually;
-use crate::servers::free_port;
+use crate::servers::{free_ports, query};
 
 /// One process of the deployment.
 struct Node {
@@ -66,41 +66,12 @@ pub struct RedisSentinels {
     sentinels: Vec<Node>,
 }
 
-/// Runs `cmd` on the server or Sentinel at `port`, within 2 s; `None` on
-/// any failure.
-pub async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    tokio::time::timeout(Duration::from_secs(2), cmd.query_async(&mut conn))
-        .await
-        .ok()?
-        .ok()
-}
-
 /// `field:value` lines of an `INFO` reply.
 pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines().find_map(|line| {
         let (name, value) = line.trim_end().split_once(':')?;
         (name == field).then_some(value)
     })
-}
-
-/// `count` distinct free ports.
-fn free_ports(count: usize) -> Vec<u16> {
-    let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        let port = free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    ports
 }
 
 impl RedisSentinels {
@@ -259,11 +230,6 @@ impl RedisSentinels {
             .map(|s| format!("redis://127.0.0.1:{}", s.port))
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    /// The port of the master as started.
-    pub fn master_port(&self) -> u16 {
-        self.master.port
     }
 
     /// The port of the replica as started.

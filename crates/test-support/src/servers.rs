@@ -1,6 +1,6 @@
 //! Servers a test starts for itself on loopback: free ports, and a real
-//! Redis Cluster of three masters with a replica each, whose nodes a test
-//! can SIGKILL.
+//! Redis Cluster of three masters with two replicas each, whose nodes a
+//! test can SIGKILL.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,6 +22,19 @@ pub fn free_port() -> u16 {
 /// Three masters with two replicas each.
 const NODES: usize = 9;
 
+/// `count` distinct free ports (each free alone is not enough: two asked
+/// for in a row may be the same).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
 /// One `redis-server` of a cluster.
 struct Node {
     port: u16,
@@ -39,7 +52,8 @@ pub struct RedisCluster {
     dir: PathBuf,
 }
 
-async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
+/// Runs `cmd` on the server at `port` within 2 s; `None` on any failure.
+pub async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut conn = tokio::time::timeout(
         Duration::from_secs(2),
@@ -56,11 +70,13 @@ async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<
 
 impl RedisCluster {
     pub async fn start() -> Self {
-        let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+        // Client and bus ports, all distinct.
+        let all = free_ports(2 * NODES);
+        let (ports, buses) = all.split_at(NODES);
         let dir = std::env::temp_dir().join(format!("hookrelay-redis-cluster-{}", ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         let mut nodes = Vec::new();
-        for port in &ports {
+        for (port, bus) in ports.iter().zip(buses) {
             let node_dir = dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
             let child = Command::new("redis-server")
@@ -68,7 +84,7 @@ impl RedisCluster {
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
                 // The bus port defaults to port + 10,000: past 65,535 for
                 // half the ephemeral range.
-                .args(["--cluster-port", &free_port().to_string()])
+                .args(["--cluster-port", &bus.to_string()])
                 .args([
                     "--save",
                     "",
@@ -93,7 +109,7 @@ impl RedisCluster {
             });
         }
         let cluster = Self { nodes, dir };
-        for port in &ports {
+        for port in ports {
             eventually("cluster node up", Duration::from_secs(20), || async {
                 query::<String>(*port, &redis::cmd("PING")).await
             })
@@ -118,7 +134,7 @@ impl RedisCluster {
         // has its replica and every replica has synced (a replica that never
         // synced cannot take over).
         eventually("the Redis cluster up", Duration::from_secs(60), || async {
-            for port in &ports {
+            for port in ports {
                 let info: String = query(*port, redis::cmd("CLUSTER").arg("INFO")).await?;
                 if !info.contains("cluster_state:ok")
                     || !info.contains(&format!("cluster_known_nodes:{NODES}"))

@@ -39,7 +39,27 @@ pub struct RedisConnectError {
 #[derive(Clone)]
 pub struct Redis {
     inner: Inner,
-    wait: Option<Wait>,
+    /// With `redis.wait_replicas`: the replicas to wait for, and the
+    /// connections waited writes go through. `WAIT` blocks the connection
+    /// it runs on, so they have their own, taken in turn, and reads and
+    /// everything else never queue behind one.
+    wait: Option<(Wait, Arc<Waiters>)>,
+}
+
+/// Connections for writes that wait for replicas.
+struct Waiters {
+    connections: Vec<Inner>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// How many connections carry waited writes.
+const WAITERS: usize = 8;
+
+impl Waiters {
+    fn take(&self) -> Inner {
+        let at = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.connections[at % self.connections.len()].clone()
+    }
 }
 
 #[derive(Clone)]
@@ -77,18 +97,34 @@ impl Redis {
             url: config.url.clone(),
             source,
         };
+        let inner = Self::open(config).await.map_err(err)?;
+        let wait = if config.wait_replicas > 0 {
+            let wait = Wait {
+                replicas: config.wait_replicas,
+                timeout: config.wait_timeout,
+            };
+            let mut connections = Vec::with_capacity(WAITERS);
+            for _ in 0..WAITERS {
+                connections.push(Self::open(config).await.map_err(err)?);
+            }
+            let waiters = Waiters {
+                connections,
+                next: Default::default(),
+            };
+            Some((wait, Arc::new(waiters)))
+        } else {
+            None
+        };
+        Ok(Redis { inner, wait })
+    }
+
+    /// One connection of the configured mode.
+    async fn open(config: &RedisConfig) -> redis::RedisResult<Inner> {
         let urls = config.urls();
-        let wait = (config.wait_replicas > 0).then_some(Wait {
-            replicas: config.wait_replicas,
-            timeout: config.wait_timeout,
-        });
-        let inner = match config.mode {
+        Ok(match config.mode {
             RedisMode::Single => {
-                let client = redis::Client::open(urls[0]).map_err(err)?;
-                let manager = ConnectionManager::new_with_config(client, manager_config())
-                    .await
-                    .map_err(err)?;
-                Inner::Single(manager)
+                let client = redis::Client::open(urls[0])?;
+                Inner::Single(ConnectionManager::new_with_config(client, manager_config()).await?)
             }
             RedisMode::Cluster => {
                 // A failover takes the cluster's node timeout plus a slot
@@ -100,17 +136,11 @@ impl Redis {
                     .max_retry_wait(2000)
                     .connection_timeout(Duration::from_secs(2))
                     .response_timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(err)?;
-                let connection = client.get_async_connection().await.map_err(err)?;
-                Inner::Cluster(connection)
+                    .build()?;
+                Inner::Cluster(client.get_async_connection().await?)
             }
-            RedisMode::Sentinel => {
-                let sentinel = Sentinel::connect(config).await.map_err(err)?;
-                Inner::Sentinel(Arc::new(sentinel))
-            }
-        };
-        Ok(Redis { inner, wait })
+            RedisMode::Sentinel => Inner::Sentinel(Arc::new(Sentinel::connect(config).await?)),
+        })
     }
 
     /// Which kind of deployment this handle talks to.
@@ -198,12 +228,13 @@ async fn send_then_wait(
 
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let Some(wait) = self.wait.filter(|_| durable::writes(cmd)) else {
+        let Some((wait, waiters)) = self.wait.as_ref().filter(|_| durable::writes(cmd)) else {
             return self.inner.command(cmd);
         };
+        let (wait, mut connection) = (*wait, waiters.take());
         Box::pin(async move {
             let pipeline = durable::pipeline_of([cmd], None);
-            let mut values = self.inner.commands(&pipeline, 0, 1, Some(wait)).await?;
+            let mut values = connection.commands(&pipeline, 0, 1, Some(wait)).await?;
             Ok(values.pop().unwrap_or(Value::Nil))
         })
     }
@@ -214,10 +245,19 @@ impl ConnectionLike for Redis {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let wait = self
+        let Some((wait, waiters)) = self
             .wait
-            .filter(|_| pipeline.cmd_iter().any(durable::writes));
-        self.inner.commands(pipeline, offset, count, wait)
+            .as_ref()
+            .filter(|_| pipeline.cmd_iter().any(durable::writes))
+        else {
+            return self.inner.commands(pipeline, offset, count, None);
+        };
+        let (wait, mut connection) = (*wait, waiters.take());
+        Box::pin(async move {
+            connection
+                .commands(pipeline, offset, count, Some(wait))
+                .await
+        })
     }
 
     fn get_db(&self) -> i64 {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{ErrorKind, IntoConnectionInfo};
+use redis::{ErrorKind, IntoConnectionInfo, Value};
 
 use super::manager_config;
 use crate::config::RedisConfig;
@@ -59,20 +59,28 @@ impl Sentinel {
         self.master.read().expect("sentinel master lock").1.clone()
     }
 
-    /// After a failed command whose failure may mean the master moved (the
-    /// old one refuses writes, or is gone), asks the Sentinels again, at
-    /// most once a second; the command's own result is returned as it was,
-    /// and the caller's next try goes to the new master.
-    pub(super) async fn after<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        let Err(error) = &result else {
-            return result;
+    /// After a command whose failure may mean the master moved (the old
+    /// one refuses writes, or is gone), asks the Sentinels again, at most
+    /// once a second; the command's own result is returned as it was, and
+    /// the caller's next try goes to the new master. A refusal comes back
+    /// as an error reply inside an `Ok`, not as an `Err`.
+    pub(super) async fn after<T: Reply>(
+        &self,
+        result: redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let moved = match &result {
+            Ok(reply) => reply.refused(),
+            Err(error) => {
+                error.kind() == ErrorKind::ReadOnly
+                    || error.kind() == ErrorKind::MasterDown
+                    || error.is_io_error()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.is_timeout()
+                    // A WAIT the demoted master, now a replica, refused.
+                    || error.to_string().contains("replica instances")
+            }
         };
-        let moved = error.kind() == ErrorKind::ReadOnly
-            || error.kind() == ErrorKind::MasterDown
-            || error.is_io_error()
-            || error.is_connection_refusal()
-            || error.is_connection_dropped()
-            || error.is_timeout();
         if !moved {
             return result;
         }
@@ -97,5 +105,23 @@ impl Sentinel {
             }
         }
         result
+    }
+}
+
+/// Replies that say the server is no longer the master.
+pub(super) trait Reply {
+    fn refused(&self) -> bool;
+}
+
+impl Reply for Value {
+    fn refused(&self) -> bool {
+        matches!(self, Value::ServerError(error)
+            if matches!(error.code(), "READONLY" | "MASTERDOWN"))
+    }
+}
+
+impl Reply for Vec<Value> {
+    fn refused(&self) -> bool {
+        self.iter().any(Reply::refused)
     }
 }

@@ -123,10 +123,13 @@ pub async fn newest(
 
 /// Whether the `count` newest of `entries` are all newer, by [`SKEW_MS`],
 /// than anything older in the bucket can be.
-fn enough(entries: &mut [Entry], count: usize, oldest_read: u64) -> bool {
+fn enough(entries: &mut Vec<Entry>, count: usize, oldest_read: u64) -> bool {
+    // Counted once each: a record appended twice (see the dedup below)
+    // must not end the reading of its bucket early.
+    entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
+    entries.dedup_by_key(|e| e.key());
     if entries.len() < count || count == 0 {
         return count == 0;
     }
-    entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
     entries[count - 1].ms > oldest_read.saturating_add(SKEW_MS)
 }
