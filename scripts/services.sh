@@ -33,9 +33,12 @@ install_missing() { # packages...
     fi
 }
 
+# The binaries are needed even when servers already listen: the tests start
+# clusters of their own (three nats-servers; Redis Cluster and Sentinel with
+# redis-server and redis-cli).
 missing=()
-listening "$nats_port" || command -v nats-server >/dev/null || missing+=(nats-server)
-listening "$redis_port" || command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nats-server >/dev/null || missing+=(nats-server)
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] || install_missing "${missing[@]}"
 mkdir -p "$state"
 
