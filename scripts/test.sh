@@ -11,6 +11,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check || status=1
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+echo "==> deployment files (promtool, hadolint, docker-compose, kubernetes-validate)"
+scripts/check-deploy.sh || status=1
 echo "==> cargo test"
 log="$(mktemp)"
 # Four at a time: the scenarios are I/O-bound, and two cores shared by

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The shipped deployment files, checked by the ecosystem's own tools (see
+# scripts/tools.sh): Prometheus config and alert rules with their unit tests
+# (promtool), the Dockerfile (hadolint), the compose file (docker-compose
+# config) and every Kubernetes manifest (kubernetes-validate --strict).
+# Runs every check even when one fails; exits non-zero if any did.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PATH="$(scripts/tools.sh)" || exit 1
+export PATH
+status=0
+check() { # name command...
+    echo "--> $1"
+    shift
+    "$@" || { echo "FAILED: $*"; status=1; }
+}
+check "promtool check config" promtool check config deploy/prometheus/prometheus.yml
+check "promtool check rules" promtool check rules deploy/prometheus/alerts.yml
+if ls deploy/prometheus/tests/*.yml >/dev/null 2>&1; then
+    check "promtool test rules" promtool test rules deploy/prometheus/tests/*.yml
+else
+    echo "FAILED: no alert rule tests in deploy/prometheus/tests/"; status=1
+fi
+check "hadolint" hadolint Dockerfile
+# Compose refuses to start without an admin token hash; any value checks it.
+check "docker-compose config" env HOOKRELAY_ADMIN_TOKEN_SHA256=0000000000000000000000000000000000000000000000000000000000000000 \
+    docker-compose -f docker-compose.yml config -q
+check "kubernetes-validate --strict" kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+exit "$status"
