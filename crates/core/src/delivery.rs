@@ -275,6 +275,9 @@ pub struct AttemptRecord {
     pub source: Source,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redelivery: bool,
+    /// The W3C trace the request continued (the event's `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl AttemptRecord {
@@ -366,6 +369,7 @@ mod tests {
             event_seq: 1,
             source: Source::Event,
             redelivery: false,
+            trace_id: None,
         };
         let json = record.to_json_within(100_000);
         assert!(json.len() <= 100_000, "{}", json.len());

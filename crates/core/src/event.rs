@@ -60,6 +60,10 @@ pub struct Event {
     pub received_at: DateTime<Utc>,
     /// Sequence of the event in the EVENTS stream.
     pub seq: u64,
+    /// The publisher's valid W3C `traceparent` header, if it sent one
+    /// (see [`crate::trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Where and when a message arrived, besides its body.
@@ -169,6 +173,7 @@ impl Event {
             occurred_at,
             received_at: arrival.received_at,
             seq: arrival.seq,
+            traceparent: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod subscription;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::Config;
 pub use names::Names;

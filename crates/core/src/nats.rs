@@ -352,6 +352,11 @@ pub async fn read_event(
                 stored.time,
                 usize::MAX,
             )
+            .map(|mut event| {
+                event.traceparent = crate::trace::from_nats_headers(Some(&stored.headers))
+                    .map(|parent| parent.header());
+                event
+            })
             .map_err(|e| unreadable(e.to_string()))?
         }
         Source::Batch => Event {

@@ -356,6 +356,7 @@ impl Dispatcher {
             occurred_at: None,
             received_at: task.first_attempt_at().unwrap_or_else(Utc::now),
             seq: task.seq,
+            traceparent: None,
         };
         let result = SendResult::without_response(Outcome::Error, &reason);
         let record = self.record(
@@ -676,6 +677,11 @@ impl Dispatcher {
             event_seq: task.seq,
             source: task.source,
             redelivery: task.redelivery,
+            trace_id: event
+                .traceparent
+                .as_deref()
+                .and_then(hookrelay_core::trace::TraceParent::parse)
+                .map(|parent| parent.trace_id),
         }
     }
 

@@ -91,6 +91,19 @@ pub fn build(
         headers.retain(|(existing, _)| *existing != name);
         headers.push((name, value));
     }
+    // The event's trace continues in this request, as a span of its own;
+    // a custom header of that name gives way.
+    if let Some(parent) = event
+        .traceparent
+        .as_deref()
+        .and_then(hookrelay_core::trace::TraceParent::parse)
+    {
+        headers.retain(|(name, _)| name.as_str() != hookrelay_core::trace::HEADER);
+        headers.push((
+            HeaderName::from_static(hookrelay_core::trace::HEADER),
+            header_value(&parent.child()),
+        ));
+    }
     headers.push((HeaderName::from_static("webhook-id"), header_value(&msg_id)));
     headers.push((
         HeaderName::from_static("webhook-timestamp"),

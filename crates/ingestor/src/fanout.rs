@@ -135,7 +135,12 @@ impl Ingestor {
                 self.config.limits.max_event_bytes,
             );
             let event = match parsed {
-                Ok(event) => event,
+                Ok(mut event) => {
+                    event.traceparent =
+                        hookrelay_core::trace::from_nats_headers(message.headers.as_ref())
+                            .map(|parent| parent.header());
+                    event
+                }
                 Err(error) => {
                     let publish = self.dead_letter(message, seq, &error);
                     let subject = names.dlq_subject("events");

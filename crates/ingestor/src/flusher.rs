@@ -82,6 +82,7 @@ impl Ingestor {
             occurred_at: None,
             received_at: now,
             seq: 0,
+            traceparent: None,
         };
         // The batch is stored once, in BATCHES; its task refers to it.
         let stored = jetstream::message::PublishMessage::build()

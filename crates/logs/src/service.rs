@@ -76,6 +76,7 @@ pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
             hookrelay_core::delivery::Source::Batch => "batch",
         }
         .to_owned(),
+        trace_id: record.trace_id.unwrap_or_default(),
     }
 }
 

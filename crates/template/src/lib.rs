@@ -222,6 +222,7 @@ pub fn sample_event(tenant: &str, event_type: &str) -> Event {
         occurred_at: None,
         received_at: chrono::Utc::now(),
         seq: 1,
+        traceparent: None,
     }
 }
 

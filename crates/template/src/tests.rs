@@ -17,6 +17,7 @@ fn event(event_type: &str, data: &str) -> Event {
         occurred_at: Some("2024-03-05T06:07:08Z".into()),
         received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         seq: 77,
+        traceparent: None,
     }
 }
 

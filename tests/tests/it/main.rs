@@ -18,6 +18,7 @@ mod seeds;
 mod signature;
 mod subscriptions_api;
 mod test_event;
+mod trace_context;
 
 use hookrelay_proto::v1 as pb;
 
