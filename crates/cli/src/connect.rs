@@ -23,7 +23,36 @@ pub async fn channel(server: &Server) -> anyhow::Result<Authed> {
     ))
 }
 
+/// The URL of `--server`: `host:port` (as grpcurl takes it) means
+/// `http://host:port`; a URL keeps its scheme, which must be http or https.
+pub fn server_url(server: &str) -> anyhow::Result<String> {
+    let trimmed = server.trim();
+    let url = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let problem = match url.parse::<tonic::codegen::http::Uri>() {
+        Err(e) => Some(e.to_string()),
+        Ok(uri) => match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(host)) if !host.is_empty() => None,
+            (Some("http" | "https"), _) => Some("no host".to_owned()),
+            (scheme, _) => Some(format!(
+                "scheme {:?} is not http or https",
+                scheme.unwrap_or_default()
+            )),
+        },
+    };
+    match problem {
+        None => Ok(url),
+        Some(problem) => Err(anyhow!(
+            "--server {server:?} is not a hookrelay gRPC address ({problem}); give host:port or a URL, e.g. --server 127.0.0.1:50051 or --server https://hookrelay.example.com"
+        )),
+    }
+}
+
 async fn connect(server: &str) -> anyhow::Result<Channel> {
+    let server = &server_url(server)?;
     let endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| anyhow!("--server {server:?} is not a valid URL: {e}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -59,6 +88,30 @@ pub fn status(status: tonic::Status) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_server_is_host_port_or_a_url() {
+        use super::server_url;
+        assert_eq!(server_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(server_url("localhost:50051").unwrap(), "http://localhost:50051");
+        assert_eq!(server_url("[::1]:50051").unwrap(), "http://[::1]:50051");
+        assert_eq!(
+            server_url("http://127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            server_url("https://hr.example.com").unwrap(),
+            "https://hr.example.com"
+        );
+        for bad in ["ftp://x:1", "", "http://", "a b:1"] {
+            let error = server_url(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("--server {bad:?} is not a hookrelay gRPC address ("))
+                    && error.ends_with("e.g. --server 127.0.0.1:50051 or --server https://hookrelay.example.com"),
+                "{error}"
+            );
+        }
+    }
+
     #[test]
     fn statuses_read_as_one_line() {
         let error = super::status(tonic::Status::invalid_argument(

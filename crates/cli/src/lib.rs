@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hookctl", version)]
 pub struct Cli {
-    /// hookrelay gRPC address.
+    /// hookrelay gRPC address: host:port (plain HTTP/2) or a URL
+    /// (http:// or https://).
     #[arg(
         long,
         global = true,

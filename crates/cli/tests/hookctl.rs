@@ -228,6 +228,28 @@ async fn errors_are_one_clear_line() {
         not_object.stderr
     );
 
+    // host:port, as the README and grpcurl write it, means http://host:port.
+    let bare = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .env("HOOKCTL_TOKEN", TestEnv::ADMIN_TOKEN)
+        .args(["--server", &hr.grpc_addr.to_string(), "subscription", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .args(["--server", "ftp://127.0.0.1:1", "subscription", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        r#"error: --server "ftp://127.0.0.1:1" is not a hookrelay gRPC address (scheme "ftp" is not http or https); give host:port or a URL, e.g. --server 127.0.0.1:50051 or --server https://hookrelay.example.com"#
+    );
+
     let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
         .args(["--server", "http://127.0.0.1:1", "subscription", "list"])
         .output()
