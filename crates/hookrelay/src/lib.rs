@@ -3,6 +3,7 @@
 //! Redis, with the gRPC and admin HTTP endpoints.
 #![forbid(unsafe_code)]
 
+pub mod healthcheck;
 mod startup;
 
 use std::sync::Arc;

@@ -1,24 +1,43 @@
-//! `hookrelay`: every service in one process, or one of them for scale-out.
+//! `hookrelay`: every service in one process, or one of them for scale-out;
+//! `hookrelay healthcheck` asks a running one whether it is ready.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hookrelay::Role;
 
 #[derive(Parser)]
 #[command(version, about = "Webhook delivery from NATS to HTTP")]
 struct Args {
     /// TOML file layered over the built-in defaults (HOOKRELAY_* env wins).
-    #[arg(long, env = "HOOKRELAY_CONFIG")]
+    #[arg(long, env = "HOOKRELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Which services to run.
     #[arg(value_enum, default_value = "all")]
     role: Role,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 if the hookrelay at this config's server.http_listen answers
+    /// 200 on /readyz (/healthz with --live), 1 otherwise: for container
+    /// health checks, no curl needed.
+    Healthcheck(hookrelay::healthcheck::Args),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    hookrelay::serve(args.config.as_deref(), args.role).await?;
-    Ok(())
+    match args.command {
+        Some(Command::Healthcheck(check)) => {
+            Ok(hookrelay::healthcheck::run(args.config.as_deref(), &check).await)
+        }
+        None => {
+            hookrelay::serve(args.config.as_deref(), args.role).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
