@@ -22,8 +22,10 @@ else
     echo "FAILED: no alert rule tests in deploy/prometheus/tests/"; status=1
 fi
 check "hadolint" hadolint Dockerfile
-# Compose refuses to start without an admin token hash; any value checks it.
+# Compose refuses to start without an admin token hash and a Grafana admin
+# password; any values check it. Every profile's services are checked.
 check "docker-compose config" env HOOKRELAY_ADMIN_TOKEN_SHA256=0000000000000000000000000000000000000000000000000000000000000000 \
-    docker-compose -f docker-compose.yml config -q
+    GRAFANA_ADMIN_PASSWORD=check-only \
+    docker-compose -f docker-compose.yml --profile cluster --profile redis-sentinel config -q
 check "kubernetes-validate --strict" kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 exit "$status"

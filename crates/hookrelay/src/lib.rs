@@ -153,8 +153,22 @@ pub async fn run(
     run_with(config, role, listeners, shutdown, Net::default()).await
 }
 
-/// [`run`] with the given network access.
+/// [`run`] with the given network access; logs `stopped` last.
 pub async fn run_with(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    net: Net,
+) -> Result<(), StartError> {
+    let result = run_until_stopped(config, role, listeners, shutdown, net).await;
+    if result.is_ok() {
+        tracing::info!(role = role.name(), "stopped");
+    }
+    result
+}
+
+async fn run_until_stopped(
     config: Config,
     role: Role,
     listeners: Listeners,
@@ -182,8 +196,11 @@ pub async fn run_with(
     let work = shutdown.clone();
 
     // Served from the start, so an orchestrator sees "not ready" while NATS
-    // or Redis are still out of reach.
-    let started = health.flag("startup");
+    // or Redis are still out of reach; /readyz names what startup waits for
+    // ("jetstream", "redis"), then "startup" for the moments after.
+    let jetstream_ready = health.flag("jetstream");
+    let needs_redis =
+        role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) || role.runs(Role::Logs);
     let http_addr = listeners
         .http
         .local_addr()
@@ -196,8 +213,11 @@ pub async fn run_with(
         shutdown.clone(),
     ));
 
-    let Some(()) = retry_until(&shutdown, "create streams", || {
+    let Some(()) = retry_until(&shutdown, "create streams", || async {
+        startup::jetstream_usable(&client, &config.nats.url).await?;
         hookrelay_core::nats::ensure_streams(&js, &config)
+            .await
+            .map_err(|e| e.to_string())
     })
     .await
     else {
@@ -224,8 +244,11 @@ pub async fn run_with(
         let loaded = index.clone();
         health.check("subscriptions index", move || loaded.is_loaded());
     }
-    let redis = if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) || role.runs(Role::Logs)
-    {
+    let started;
+    let redis = if needs_redis {
+        // Registered before "jetstream" turns ready: no moment reads as ready.
+        let redis_ready = health.flag("redis");
+        jetstream_ready.set(true);
         let Some(redis) = retry_until(&shutdown, "connect to Redis", || {
             hookrelay_core::redis::connect(&config)
         })
@@ -233,10 +256,14 @@ pub async fn run_with(
         else {
             return Ok(());
         };
-        startup::watch_redis(&health, redis.clone(), work.clone(), &mut tasks);
+        // Registered before "redis" turns ready: no moment reads as ready.
+        started = health.flag("startup");
+        startup::watch_redis(redis_ready, redis.clone(), work.clone(), &mut tasks);
         startup::upgrade_redis_keys(redis.clone(), config.names(), work.clone(), &mut tasks);
         Some(redis)
     } else {
+        started = health.flag("startup");
+        jetstream_ready.set(true);
         None
     };
     let transients = hookrelay_core::failure::Transients::register(&registry, &health)?;
@@ -319,6 +346,7 @@ pub async fn run_with(
     }
 
     let mut servers = JoinSet::new();
+    let mut grpc_addr = None;
     if role.serves_grpc() {
         let listener = listeners
             .grpc
@@ -349,7 +377,11 @@ pub async fn run_with(
             .await
             .map_err(StartError::Serve)?;
         let stop = shutdown.clone();
-        tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::Serve(e.to_string()))?, "gRPC listening");
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Serve(e.to_string()))?;
+        tracing::info!(%addr, "gRPC listening");
+        grpc_addr = Some(addr);
         servers.spawn(async move {
             grpc.serve_with_incoming_shutdown(
                 // Without TCP_NODELAY a reply of several frames (a page of
@@ -362,6 +394,12 @@ pub async fn run_with(
         });
     }
     started.set(true);
+    startup::announce_ready(
+        health.clone(),
+        startup::ready_line(role.name(), grpc_addr, http_addr),
+        work.clone(),
+        &mut tasks,
+    );
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new work, finishing what is in flight");

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hookrelay_core::health::Health;
+use hookrelay_core::health::{Flag, Health};
 use hookrelay_core::redis::Redis;
 use hookrelay_logs::LogService;
 use hookrelay_proto::auth::Authenticator;
@@ -13,7 +13,10 @@ use hookrelay_subscriptions::SubscriptionService;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Retries `step` every second until it succeeds; `None` if shut down first.
+/// Retries `step` with backoff (up to 5 s apart) until it succeeds; `None`
+/// if shut down first. Each different error is logged once, as a warning
+/// (repeats at debug level), so a log says what is wrong without a line a
+/// second.
 pub async fn retry_until<T, E, F, Fut>(
     shutdown: &CancellationToken,
     what: &str,
@@ -25,12 +28,26 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut pause = hookrelay_core::failure::Backoff::up_to(Duration::from_secs(5));
+    let mut last = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             result = step() => match result {
-                Ok(value) => return Some(value),
-                Err(error) => tracing::warn!(%error, "cannot {what} yet, retrying"),
+                Ok(value) => {
+                    if last.is_some() {
+                        tracing::info!("{what}: done");
+                    }
+                    return Some(value);
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    if last.as_ref() != Some(&error) {
+                        tracing::warn!("cannot {what} yet: {error} (retrying with backoff)");
+                    } else {
+                        tracing::debug!("cannot {what} yet: {error} (retrying with backoff)");
+                    }
+                    last = Some(error);
+                }
             },
         }
         tokio::select! {
@@ -40,14 +57,84 @@ where
     }
 }
 
-/// Pings Redis every second; `/readyz` reports it down when pings fail.
+/// Whether JetStream can be used, in words an operator acts on: NATS
+/// unreachable, or reachable without JetStream, rather than the client's
+/// "jetstream request timed out" / "jetstream unavailable".
+pub async fn jetstream_usable(client: &async_nats::Client, url: &str) -> Result<(), String> {
+    use async_nats::connection::State;
+    // The client connects in the background: give a first attempt time.
+    for _ in 0..40 {
+        if client.connection_state() == State::Connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if client.connection_state() != State::Connected {
+        return Err(format!(
+            "NATS at {url} is unreachable: start nats-server with JetStream (nats-server -js, or scripts/services.sh) or point nats.url (HOOKRELAY_NATS__URL) at one"
+        ));
+    }
+    // The account info request, which only JetStream answers (the reply is
+    // not parsed: its shape varies between server versions).
+    let request = client.request("$JS.API.INFO", Default::default());
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => Err(format!(
+            "JetStream is not enabled on the NATS server at {url}: start nats-server with -js"
+        )),
+        Ok(Err(error)) if error.kind() != async_nats::RequestErrorKind::TimedOut => {
+            Err(format!("JetStream at {url}: {error}"))
+        }
+        _ => Err(format!(
+            "the NATS server at {url} does not answer JetStream requests: is it reachable, and started with -js?"
+        )),
+    }
+}
+
+/// The line logged once every service is ready: where to reach it and
+/// what to do next.
+pub fn ready_line(
+    role: &str,
+    grpc: Option<std::net::SocketAddr>,
+    http: std::net::SocketAddr,
+) -> String {
+    match grpc {
+        Some(grpc) => format!(
+            "ready ({role}): gRPC on {grpc}, e.g. `hookctl --server {grpc} subscription list --tenant acme`; /healthz, /readyz, /metrics on http://{http}; Ctrl-C stops"
+        ),
+        None => format!("ready ({role}): /healthz, /readyz, /metrics on http://{http}"),
+    }
+}
+
+/// Logs `line` once, when every readiness check first passes.
+pub fn announce_ready(
+    health: Health,
+    line: String,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(async move {
+        loop {
+            if health.report().0 {
+                tracing::info!("{line}");
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+}
+
+/// Pings Redis every second; `/readyz` reports it down (as `flag`'s name,
+/// "redis") when pings fail. Sets `flag`: Redis was just reached.
 pub fn watch_redis(
-    health: &Health,
+    flag: Flag,
     redis: Redis,
     shutdown: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    let flag = health.flag("redis");
     flag.set(true);
     tasks.spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
