@@ -11,6 +11,7 @@ pub mod failure;
 pub mod health;
 pub mod index;
 pub mod key_upgrade;
+pub mod metrics;
 pub mod names;
 pub mod nats;
 pub mod ordered;

@@ -102,6 +102,10 @@ impl Dispatcher {
         );
         let events = events::EventReader::new(parts.js.clone(), parts.config.names());
         let handoffs = Arc::new(Semaphore::new(parts.config.dispatcher.concurrency));
+        parts
+            .metrics
+            .concurrency
+            .set(parts.config.dispatcher.concurrency as i64);
         let circuits = circuit::Circuits::new(
             hookrelay_core::circuit::CircuitKeys::new(&parts.config.names()),
             parts.schedule.due_key().to_owned(),

@@ -6,6 +6,8 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, 
 pub struct Metrics {
     /// Requests being sent now.
     pub in_flight: IntGauge,
+    /// `dispatcher.concurrency`: the most requests in flight at once.
+    pub concurrency: IntGauge,
     /// Requests sent, by outcome.
     pub requests: IntCounterVec,
     /// Retries stored in the schedule.
@@ -33,6 +35,10 @@ impl Metrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
             in_flight: IntGauge::new("hookrelay_dispatcher_in_flight", "HTTP requests in flight")?,
+            concurrency: IntGauge::new(
+                "hookrelay_dispatcher_concurrency",
+                "The most HTTP requests this dispatcher sends at once (dispatcher.concurrency)",
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(
                     "hookrelay_dispatcher_requests_total",
@@ -99,7 +105,16 @@ impl Metrics {
         registry.register(Box::new(metrics.circuits.clone()))?;
         registry.register(Box::new(metrics.held.clone()))?;
         registry.register(Box::new(metrics.auto_disabled.clone()))?;
+        // Known outcomes and reasons too: a series created at 1 reads as no
+        // increase, so an alert on the first give-up of a reason would miss it.
+        for outcome in hookrelay_core::metrics::OUTCOMES {
+            metrics.requests.with_label_values(&[outcome.as_str()]);
+        }
+        for reason in hookrelay_core::metrics::GIVE_UPS {
+            metrics.given_up.with_label_values(&[reason.as_str()]);
+        }
         registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.concurrency.clone()))?;
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.retries_scheduled.clone()))?;
         registry.register(Box::new(metrics.parked.clone()))?;

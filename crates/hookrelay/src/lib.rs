@@ -188,7 +188,15 @@ async fn run_until_stopped(
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
+    hookrelay_core::metrics::register_build_info(
+        &registry,
+        env!("CARGO_PKG_VERSION"),
+        role.name(),
+    )?;
     let health = Health::default();
+    // hookrelay_ready, hookrelay_ready_check, hookrelay_dependency_up.
+    registry.register(Box::new(health.collector()?))?;
+    health.mark_dependency("redis");
     let client = hookrelay_core::nats::connect(&config, role.name()).await?;
     health.nats("nats", client.clone());
     let js = async_nats::jetstream::new(client.clone());
@@ -373,7 +381,7 @@ async fn run_until_stopped(
             };
             LogService::new(replayer, bucket.clone())
         });
-        let grpc = startup::grpc_router(subscriptions, logs, auth.clone())
+        let grpc = startup::grpc_router(subscriptions, logs, auth.clone(), &registry)
             .await
             .map_err(StartError::Serve)?;
         let stop = shutdown.clone();

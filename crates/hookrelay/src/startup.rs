@@ -188,12 +188,36 @@ pub fn upgrade_redis_keys(
     });
 }
 
-/// The gRPC router: the given services, gRPC health and reflection.
+/// The gRPC router: the given services, gRPC health and reflection, with
+/// the gRPC server metrics registered on `registry`.
 pub async fn grpc_router(
     subscriptions: Option<SubscriptionService>,
     logs: Option<LogService>,
     auth: Authenticator,
+    registry: &prometheus::Registry,
 ) -> Result<tonic::transport::server::Router, String> {
+    use tonic::server::NamedService;
+    let mut served = vec![
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    if subscriptions.is_some() {
+        served.push(SubscriptionsServer::<SubscriptionService>::NAME);
+    }
+    if logs.is_some() {
+        served.push(DeliveryLogsServer::<LogService>::NAME);
+    }
+    let methods = hookrelay_proto::grpc_methods(&[
+        hookrelay_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .into_iter()
+    .filter(|(service, _)| served.contains(&service.as_str()));
+    let metrics = hookrelay_core::metrics::GrpcMetrics::register(registry, methods)
+        .map_err(|e| format!("gRPC metrics: {e}"))?;
     let (reporter, health) = tonic_health::server::health_reporter();
     // v1 and v1alpha: older grpcurl and Postman builds speak only v1alpha.
     let reflection = || {
@@ -236,5 +260,6 @@ pub async fn grpc_router(
             move |request| auth.check(request),
         ));
     }
-    Ok(tonic::transport::Server::builder().add_routes(routes.routes()))
+    let routes = tonic::service::Routes::from(metrics.layer(routes.routes().into_axum_router()));
+    Ok(tonic::transport::Server::builder().add_routes(routes))
 }

@@ -39,6 +39,11 @@ impl Metrics {
             ),
             &["source", "reason"],
         )?;
+        // Every reason exported at 0 from the start: a series created at 1
+        // reads as no increase, and the dead-letter alert would miss it.
+        for reason in hookrelay_core::metrics::EVENT_ERROR_KINDS {
+            dlq.with_label_values(&["events", reason]);
+        }
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
         let batches = prometheus::IntCounter::new(

@@ -1,5 +1,13 @@
 //! Fleet gauges the log service refreshes every few seconds: consumer
 //! backlogs per stream, buffered batches, subscriptions by state.
+//!
+//! They describe shared state (the same on every replica), so one replica
+//! exports them: the one holding a Redis lease (`<prefix>:fleet:exporter`,
+//! renewed every refresh, expiring after three missed refreshes), which
+//! says so with `hookrelay_fleet_exporter 1`. The others export no fleet
+//! gauge and skip the scan; `sum()` over replicas then counts once.
+//! Queries still read them with `max()`, which stays right while a lease
+//! changes hands.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +25,12 @@ use crate::index::AttemptIndex;
 #[derive(Clone)]
 pub struct FleetMetrics {
     pub consumer_pending: IntGaugeVec,
-    pub batches_pending: IntGauge,
+    /// No labels: a vector so that a replica that is not the exporter can
+    /// leave it out.
+    pub batches_pending: IntGaugeVec,
     pub subscriptions: IntGaugeVec,
+    /// 1 on the replica exporting the gauges above.
+    pub exporter: IntGauge,
 }
 
 impl FleetMetrics {
@@ -31,21 +43,53 @@ impl FleetMetrics {
                 ),
                 &["stream"],
             )?,
-            batches_pending: IntGauge::new(
-                "hookrelay_batches_pending",
-                "Batched subscriptions with changes buffered",
+            batches_pending: IntGaugeVec::new(
+                Opts::new(
+                    "hookrelay_batches_pending",
+                    "Batched subscriptions with changes buffered",
+                ),
+                &[],
             )?,
             subscriptions: IntGaugeVec::new(
                 Opts::new("hookrelay_subscriptions", "Subscriptions by state"),
                 &["state"],
             )?,
+            exporter: IntGauge::new(
+                "hookrelay_fleet_exporter",
+                "1 on the log-service replica that holds the fleet lease and exports the fleet gauges (consumer pending, batches pending, subscriptions), else 0",
+            )?,
         };
         registry.register(Box::new(metrics.consumer_pending.clone()))?;
         registry.register(Box::new(metrics.batches_pending.clone()))?;
         registry.register(Box::new(metrics.subscriptions.clone()))?;
+        registry.register(Box::new(metrics.exporter.clone()))?;
         Ok(metrics)
     }
+
+    /// Leaves every fleet gauge out of `/metrics`.
+    fn withdraw(&self) {
+        self.consumer_pending.reset();
+        self.batches_pending.reset();
+        self.subscriptions.reset();
+        self.exporter.set(0);
+    }
 }
+
+/// Takes or renews the lease KEYS[1] for ARGV[1] (ARGV[2] ms); 1 if held.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Frees the lease KEYS[1] if ARGV[1] holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
 
 /// What the refresher reads and sets.
 pub struct Fleet {
@@ -70,7 +114,33 @@ pub async fn run(fleet: Fleet, shutdown: CancellationToken) {
         every,
     } = fleet;
     let names = config.names();
+    let key = names.redis_key(&["fleet", "exporter"]);
+    let me = ulid::Ulid::new().to_string();
+    let ttl_ms = (every.as_millis() as u64).saturating_mul(3).max(1000);
+    let lease = redis::Script::new(LEASE);
+    let mut holding = false;
     loop {
+        let mut conn = redis.clone();
+        // Redis unreachable: keep the last answer (nobody else can take the
+        // lease meanwhile).
+        if let Ok(held) = lease
+            .key(&key)
+            .arg(&me)
+            .arg(ttl_ms)
+            .invoke_async::<i64>(&mut conn)
+            .await
+        {
+            holding = held == 1;
+        }
+        if !holding {
+            metrics.withdraw();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            continue;
+        }
+        metrics.exporter.set(1);
         for (stream, service, label) in [
             (names.events_stream(), "ingestor", "events"),
             (names.deliveries_stream(), "dispatcher", "deliveries"),
@@ -101,7 +171,10 @@ pub async fn run(fleet: Fleet, shutdown: CancellationToken) {
             .query_async(&mut conn)
             .await;
         if let Ok((due, leased)) = due {
-            metrics.batches_pending.set(due + leased);
+            metrics
+                .batches_pending
+                .with_label_values(&[] as &[&str])
+                .set(due + leased);
         }
         if let Ok(counts) = states(&bucket, &index).await {
             for (state, count) in counts {
@@ -109,10 +182,17 @@ pub async fn run(fleet: Fleet, shutdown: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
         }
     }
+    // Another replica takes over at its next refresh, not after the TTL.
+    let mut conn = redis.clone();
+    let _ = redis::Script::new(RELEASE)
+        .key(&key)
+        .arg(&me)
+        .invoke_async::<i64>(&mut conn)
+        .await;
 }
 
 async fn states(

@@ -43,6 +43,10 @@ impl Metrics {
             ]),
             &["tenant"],
         )?;
+        // Tenants and event types are not known in advance; outcomes are.
+        for outcome in hookrelay_core::metrics::OUTCOMES {
+            duration.with_label_values(&[outcome.as_str()]);
+        }
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(latency.clone()))?;

@@ -49,3 +49,30 @@ fn headers(headers: Vec<(String, String)>) -> Vec<v1::Header> {
         .map(|(name, value)| v1::Header { name, value })
         .collect()
 }
+
+/// `(service, method)` of every RPC the encoded descriptor sets declare
+/// (`hookrelay.v1.Subscriptions`, `CreateSubscription`): the bounded label
+/// values of the gRPC server metrics.
+pub fn grpc_methods(descriptor_sets: &[&[u8]]) -> Vec<(String, String)> {
+    use prost::Message as _;
+    let mut methods = Vec::new();
+    for set in descriptor_sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.clone().unwrap_or_default();
+            for service in &file.service {
+                let service_name = if package.is_empty() {
+                    service.name().to_owned()
+                } else {
+                    format!("{package}.{}", service.name())
+                };
+                for method in &service.method {
+                    methods.push((service_name.clone(), method.name().to_owned()));
+                }
+            }
+        }
+    }
+    methods
+}

@@ -83,26 +83,113 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
     for wanted in [
         "Deliveries per second by outcome",
         "Success rate",
+        "Success rate by tenant",
+        "Request outcomes",
         "Publish to delivery latency",
+        "Publish to delivery latency by tenant",
         "Backlog by stream",
+        "In flight vs concurrency",
         "Retries",
         "Dead letters",
         "Subscriptions by state",
+        "Ready",
+        "Dependencies",
+        "gRPC requests by code",
+        "gRPC latency",
     ] {
         assert!(
             titles.contains(&wanted),
             "panel {wanted:?} missing from {titles:?}"
         );
     }
-    let queried: String = panels
+    // Variables, and every panel on the chosen data source, with a unit and
+    // a description.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
         .iter()
-        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-        .filter_map(|t| t["expr"].as_str())
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance", "tenant"]);
+    let graphs: Vec<&serde_json::Value> = panels.iter().filter(|p| p["type"] != "row").collect();
+    for panel in &graphs {
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        assert!(
+            panel["description"].as_str().is_some_and(|d| d.len() > 20),
+            "panel {title:?} has no description"
+        );
+        assert!(
+            panel["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty()),
+            "panel {title:?} has no unit"
+        );
+    }
+    let exprs: Vec<(String, &str)> = graphs
+        .iter()
+        .flat_map(|p| {
+            p["targets"].as_array().into_iter().flatten().map(move |t| {
+                (
+                    format!(
+                        "dashboard:panel{}:{}",
+                        p["id"],
+                        t["refId"].as_str().unwrap_or("?")
+                    ),
+                    t["expr"].as_str().expect("expr"),
+                )
+            })
+        })
+        .collect();
+    for (_, expr) in &exprs {
+        assert!(
+            !expr.contains("[1m]") && !expr.contains("[5m]"),
+            "fixed window instead of $__rate_interval: {expr}"
+        );
+        assert!(expr.contains("job=~\"$job\""), "no $job filter: {expr}");
+    }
+    // promtool parses (and unit-tests) the queries from this copy: it must
+    // be the dashboard's.
+    let rules: String = exprs
+        .iter()
+        .map(|(record, expr)| {
+            let expr = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$job", "hookrelay")
+                .replace("$instance", ".*")
+                .replace("$tenant", ".*");
+            format!(
+                "      - record: {record}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            )
+        })
+        .collect();
+    let copy = repo("deploy/prometheus/tests/rules/dashboard.yml");
+    let copied = &copy[copy.find("    rules:\n").expect("rules") + "    rules:\n".len()..];
+    assert!(
+        copied == rules,
+        "deploy/prometheus/tests/rules/dashboard.yml differs from the dashboard; its rules should read:\n{rules}"
+    );
+    let queried: String = exprs
+        .iter()
+        .map(|(_, expr)| *expr)
         .collect::<Vec<_>>()
         .join("\n");
     let mut wanted = metric_names(&queried);
     wanted.extend(metric_names(&repo("deploy/prometheus/alerts.yml")));
-    assert!(wanted.len() >= 15, "{wanted:?}");
+    for new in [
+        "hookrelay_build_info",
+        "hookrelay_ready",
+        "hookrelay_ready_check",
+        "hookrelay_dependency_up",
+        "hookrelay_grpc_server_requests_total",
+        "hookrelay_grpc_server_request_duration_seconds",
+        "hookrelay_fleet_exporter",
+        "hookrelay_dispatcher_concurrency",
+    ] {
+        assert!(wanted.contains(new), "{new} is not queried");
+    }
+    assert!(wanted.len() >= 30, "{wanted:?}");
 
     // Every kind of traffic, so every metric family has samples.
     let hr = hookrelay_tests::Harness::start().await;
@@ -138,4 +225,27 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Known label values start at 0 (a series created at 1 reads as no
+    // increase); readiness, dependencies, the build and the gRPC calls made.
+    let text = hr.metrics().await;
+    for line in [
+        r#"hookrelay_dlq_total{reason="too_large",source="events"} 0"#,
+        r#"hookrelay_dlq_total{reason="not_json_object",source="events"} 1"#,
+        r#"hookrelay_deliveries_given_up_total{reason="exhausted"} 0"#,
+        r#"hookrelay_dispatcher_requests_total{outcome="timeout"} 0"#,
+        r#"hookrelay_ready 1"#,
+        r#"hookrelay_ready_check{check="nats"} 1"#,
+        r#"hookrelay_dependency_up{dependency="nats"} 1"#,
+        r#"hookrelay_dependency_up{dependency="redis"} 1"#,
+        r#"hookrelay_fleet_exporter 1"#,
+        r#"hookrelay_grpc_server_requests_total{code="OK",method="CreateSubscription",service="hookrelay.v1.Subscriptions"} 1"#,
+        r#"hookrelay_grpc_server_requests_total{code="OK",method="GetAttempt",service="hookrelay.v1.DeliveryLogs"} 0"#,
+        r#"hookrelay_grpc_server_in_flight{service="hookrelay.v1.Subscriptions"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line:?} not in /metrics:\n{text}");
+    }
+    assert!(
+        text.contains(r#"hookrelay_build_info{role="all",version=""#),
+        "{text}"
+    );
 }
