@@ -17,30 +17,78 @@ fn kubernetes_carries_the_compose_config_and_it_is_valid() {
         .lines()
         .take_while(|line| line.is_empty() || line.starts_with("    "))
         .map(|line| line.strip_prefix("    ").unwrap_or(line))
-        .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))
         .collect();
-    let without_comments: String = file
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let without_comments = |toml: &str| -> String {
+        toml.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    // One intended difference: Kubernetes runs NATS as a three-node cluster
+    // (nats-cluster.yaml) and its streams at R3; compose has one server.
+    let (r1, r3) = (
+        "[nats]\nurl = \"nats://nats:4222\"\nreplicas = 1\n",
+        "replicas = 3\n",
+    );
+    assert!(without_comments(&file).contains(r1), "compose: {file}");
     assert_eq!(
-        embedded.trim(),
-        without_comments.trim(),
-        "ConfigMap and deploy/hookrelay.toml differ"
+        without_comments(&embedded).matches(r3).count(),
+        1,
+        "{embedded}"
+    );
+    assert_eq!(
+        without_comments(&embedded)
+            .replace(r3, "replicas = 1\n")
+            .trim(),
+        without_comments(&file).trim(),
+        "ConfigMap and deploy/hookrelay.toml differ in more than nats.replicas"
     );
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hookrelay.toml");
     let config = hookrelay_core::Config::load(Some(&path)).expect("deploy/hookrelay.toml loads");
     assert_eq!(config.nats.url, "nats://nats:4222");
+    assert_eq!(config.nats.replicas, 1);
     assert_eq!(config.server.http_listen.port(), 9464);
+    let configmap =
+        std::env::temp_dir().join(format!("hookrelay-configmap-{}.toml", std::process::id()));
+    std::fs::write(&configmap, &embedded).unwrap();
+    let loaded = hookrelay_core::Config::load(Some(&configmap));
+    std::fs::remove_file(&configmap).ok();
+    let mut kubernetes = loaded.expect("the ConfigMap's hookrelay.toml loads");
+    assert_eq!(kubernetes.nats.replicas, 3);
+    kubernetes.nats.replicas = config.nats.replicas;
+    assert_eq!(
+        serde_json::to_value(&kubernetes).unwrap(),
+        serde_json::to_value(&config).unwrap(),
+        "the ConfigMap's settings differ from deploy/hookrelay.toml's beyond nats.replicas"
+    );
 
     let compose = repo("docker-compose.yml");
     assert!(compose.contains("./deploy/hookrelay.toml:/etc/hookrelay/hookrelay.toml:ro"));
     assert!(
         manifest.contains("/etc/hookrelay/hookrelay.toml")
             && manifest.contains("mountPath: /etc/hookrelay")
+    );
+    // One Deployment per role, on a pinned image, none running `all`.
+    for role in ["subscriptions", "logs", "ingestor", "dispatcher"] {
+        assert!(
+            manifest.contains(&format!("name: hookrelay-{role}\n"))
+                && manifest.contains(&format!(
+                    r#"args: ["--config", "/etc/hookrelay/hookrelay.toml", "{role}"]"#
+                )),
+            "no Deployment of role {role}"
+        );
+    }
+    assert!(!manifest.contains(r#"hookrelay.toml", "all"]"#));
+    assert!(!manifest.contains(":latest"));
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        manifest
+            .matches(&format!("image: hookrelay:{version}\n"))
+            .count(),
+        4,
+        "every Deployment runs the image tagged with the workspace version {version}"
     );
 }
 
