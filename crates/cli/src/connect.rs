@@ -72,7 +72,7 @@ async fn connect(server: &str) -> anyhow::Result<Channel> {
 pub fn status(status: tonic::Status) -> anyhow::Error {
     if status.code() == tonic::Code::Unauthenticated {
         return anyhow!(
-            "unauthenticated: {} (pass --token, HOOKCTL_TOKEN, or a token file: --token-file / HOOKCTL_TOKEN_FILE, default .local/hookctl-token)",
+            "unauthenticated: {} (pass --token, HOOKCTL_TOKEN, or a token file: --token-file / HOOKCTL_TOKEN_FILE, default ~/.config/hookctl/token or the repository's .local/hookctl-token)",
             status.message()
         );
     }

@@ -7,6 +7,8 @@ pub mod output;
 pub mod retry;
 pub mod time;
 
+use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand};
 
 /// Manage hookrelay subscriptions, read delivery logs, publish test events.
@@ -25,14 +27,12 @@ pub struct Cli {
     /// Bearer token of the API (else HOOKCTL_TOKEN, else the token file).
     #[arg(long, global = true, env = "HOOKCTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// File holding the token; scripts/run.sh writes .local/hookctl-token.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKCTL_TOKEN_FILE",
-        default_value = ".local/hookctl-token"
-    )]
-    pub token_file: std::path::PathBuf,
+    /// File holding the token. Default: $XDG_CONFIG_HOME/hookctl/token
+    /// (~/.config/hookctl/token), else the .local/hookctl-token that
+    /// scripts/run.sh writes, found from the current directory or from
+    /// where hookctl is (target/release/hookctl of the repository).
+    #[arg(long, global = true, env = "HOOKCTL_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// NATS address, for `publish`.
     #[arg(
         long,
@@ -86,19 +86,64 @@ pub enum Command {
     Tail(commands::tail::TailArgs),
 }
 
+/// Where the token is looked for when neither `--token` nor
+/// `--token-file` says: the user's config, then the `.local/hookctl-token`
+/// of the repository the current directory or the executable is in.
+pub fn default_token_file(
+    cwd: Option<&Path>,
+    exe: Option<&Path>,
+    xdg_config_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    let config = xdg_config_home
+        .filter(|p| p.is_absolute())
+        .map(Path::to_path_buf)
+        .or_else(|| home.map(|h| h.join(".config")))
+        .map(|c| c.join("hookctl").join("token"));
+    let repository = [cwd, exe.and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+        .flat_map(Path::ancestors)
+        .map(|dir| dir.join(".local").join("hookctl-token"));
+    config.into_iter().chain(repository).find(|p| p.is_file())
+}
+
+/// The token: `--token`, else the token file's first line.
+fn token(cli: &Cli) -> anyhow::Result<Option<String>> {
+    if let Some(token) = cli.token.clone() {
+        return Ok(Some(token));
+    }
+    let file = match &cli.token_file {
+        Some(file) => file.clone(),
+        None => {
+            let env = |name| std::env::var_os(name).map(PathBuf::from);
+            match default_token_file(
+                std::env::current_dir().ok().as_deref(),
+                std::env::current_exe().ok().as_deref(),
+                env("XDG_CONFIG_HOME").as_deref(),
+                env("HOME").as_deref(),
+            ) {
+                Some(file) => file,
+                None => return Ok(None),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        anyhow::anyhow!("cannot read the token file {}: {e} (--token-file / HOOKCTL_TOKEN_FILE)", file.display())
+    })?;
+    Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
 /// Runs one command, printing to stdout.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Only commands that call the API need the token.
+    let token = match &cli.command {
+        Command::Publish(_) => None,
+        _ => token(&cli)?,
+    };
     let server = connect::Server {
         url: cli.server.clone(),
-        token: cli
-            .token
-            .clone()
-            .or_else(|| {
-                std::fs::read_to_string(&cli.token_file)
-                    .ok()
-                    .map(|t| t.trim().to_owned())
-            })
-            .filter(|t| !t.is_empty()),
+        token,
     };
     let mut out = std::io::stdout().lock();
     match cli.command {
@@ -133,6 +178,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_found_from_anywhere() {
+        let root = std::env::temp_dir().join(format!("hookctl-token-{}", std::process::id()));
+        let repo = root.join("repo");
+        let elsewhere = root.join("elsewhere");
+        let home = root.join("home");
+        for dir in [repo.join(".local"), repo.join("target/release"), elsewhere.clone(), home.clone()] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let exe = repo.join("target/release/hookctl");
+        let none = default_token_file(Some(&elsewhere), Some(&exe), None, Some(&home));
+        assert_eq!(none, None);
+        std::fs::write(repo.join(".local/hookctl-token"), "t").unwrap();
+        // From another directory, through the executable's repository.
+        assert_eq!(
+            default_token_file(Some(&elsewhere), Some(&exe), None, Some(&home)),
+            Some(repo.join(".local/hookctl-token"))
+        );
+        // From a subdirectory of the repository, whatever the executable.
+        assert_eq!(
+            default_token_file(Some(&repo.join("target")), None, None, None),
+            Some(repo.join(".local/hookctl-token"))
+        );
+        // The user's config comes first.
+        std::fs::create_dir_all(home.join(".config/hookctl")).unwrap();
+        std::fs::write(home.join(".config/hookctl/token"), "u").unwrap();
+        assert_eq!(
+            default_token_file(Some(&elsewhere), Some(&exe), None, Some(&home)),
+            Some(home.join(".config/hookctl/token"))
+        );
+        let xdg = root.join("xdg");
+        std::fs::create_dir_all(xdg.join("hookctl")).unwrap();
+        std::fs::write(xdg.join("hookctl/token"), "x").unwrap();
+        assert_eq!(
+            default_token_file(Some(&elsewhere), Some(&exe), Some(&xdg), Some(&home)),
+            Some(xdg.join("hookctl/token"))
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn commands_parse() {

@@ -308,6 +308,26 @@ pub fn attempts_page(
     json: bool,
     page: &pb::ListAttemptsResponse,
 ) -> anyhow::Result<()> {
+    attempts_page_as(out, json, page, attempts_table)
+}
+
+/// A page of failures as a table with the give-up reason, or JSON.
+pub fn failures_page(
+    out: &mut impl Write,
+    json: bool,
+    page: &pb::ListAttemptsResponse,
+) -> anyhow::Result<()> {
+    attempts_page_as(out, json, page, |out, attempts| {
+        failures_table(out, attempts, terminal_width())
+    })
+}
+
+fn attempts_page_as<W: Write>(
+    out: &mut W,
+    json: bool,
+    page: &pb::ListAttemptsResponse,
+    table: impl FnOnce(&mut W, &[pb::Attempt]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if json {
         let list: Vec<_> = page.attempts.iter().map(attempt_json).collect();
         return print_json(
@@ -315,7 +335,7 @@ pub fn attempts_page(
             &json!({"attempts": list, "next_page_token": page.next_page_token}),
         );
     }
-    attempts_table(out, &page.attempts)?;
+    table(out, &page.attempts)?;
     if !page.next_page_token.is_empty() {
         writeln!(out, "more: --page-token {}", page.next_page_token)?;
     }
@@ -323,7 +343,7 @@ pub fn attempts_page(
 }
 
 pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow::Result<()> {
-    let mut t = table(&[
+    let header = [
         "ID",
         "STARTED",
         "EVENT",
@@ -333,27 +353,129 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
         "STATUS",
         "DURATION",
         "REASON",
-    ]);
-    for a in attempts {
-        t.add_row(vec![
-            a.id.clone(),
-            text(&time(&a.started_at)),
-            a.event_id.clone(),
-            a.subscription_id.clone(),
-            a.attempt.to_string(),
-            a.outcome.clone(),
-            a.response
-                .as_ref()
-                .map_or("-".into(), |r| r.status.to_string()),
-            if a.duration_ms == 0 {
-                "<1ms".into()
-            } else {
-                format!("{}ms", a.duration_ms)
-            },
-            a.reason.clone(),
-        ]);
+    ];
+    let rows = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                text(&time(&a.started_at)),
+                a.event_id.clone(),
+                a.subscription_id.clone(),
+                a.attempt.to_string(),
+                a.outcome.clone(),
+                status(a),
+                if a.duration_ms == 0 {
+                    "<1ms".into()
+                } else {
+                    format!("{}ms", a.duration_ms)
+                },
+                a.reason.clone(),
+            ]
+        })
+        .collect();
+    fitted_table(out, &header, rows, terminal_width())
+}
+
+fn status(a: &pb::Attempt) -> String {
+    a.response
+        .as_ref()
+        .map_or("-".into(), |r| r.status.to_string())
+}
+
+/// Deliveries that gave up: why they gave up and the last attempt's
+/// outcome, one line each within `width` columns (the reason cut to fit).
+pub fn failures_table(
+    out: &mut impl Write,
+    attempts: &[pb::Attempt],
+    width: Option<usize>,
+) -> anyhow::Result<()> {
+    // The reason names the status where there was one.
+    let header = ["ID", "EVENT", "OUTCOME", "GAVE UP", "REASON"];
+    let rows = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.event_id.clone(),
+                a.outcome.clone(),
+                if a.give_up_reason.is_empty() {
+                    "-".to_owned()
+                } else {
+                    a.give_up_reason.clone()
+                },
+                a.reason.clone(),
+            ]
+        })
+        .collect();
+    fitted_table(out, &header, rows, width)
+}
+
+/// The width tables fit: `COLUMNS`, else the terminal's; none when stdout
+/// is not a terminal (a pipe gets whole reasons).
+pub fn terminal_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        return Some(columns);
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    Table::new().width().map(usize::from)
+}
+
+/// The narrowest a cut last column gets, however wide the others are.
+const MIN_LAST_COLUMN: usize = 12;
+
+/// A table whose last column (a reason: reqwest's whole error chain can
+/// run to hundreds of characters) is cut with `…` so each line fits
+/// `width`; a note says where the whole text is.
+fn fitted_table(
+    out: &mut impl Write,
+    header: &[&str],
+    mut rows: Vec<Vec<String>>,
+    width: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut cut = false;
+    if let Some(width) = width {
+        let last = header.len() - 1;
+        // Each column: its widest cell, a space either side, a border.
+        let others: usize = 1 + (0..last)
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+                    + 3
+            })
+            .sum::<usize>();
+        let room = width
+            .saturating_sub(others + 3)
+            .max(MIN_LAST_COLUMN)
+            .max(header[last].chars().count());
+        for row in &mut rows {
+            if row[last].chars().count() > room {
+                row[last] = row[last].chars().take(room - 1).collect::<String>() + "…";
+                cut = true;
+            }
+        }
+    }
+    let mut t = table(header);
+    for row in rows {
+        t.add_row(row);
     }
     writeln!(out, "{t}")?;
+    if cut {
+        writeln!(
+            out,
+            "reasons cut to fit: `hookctl attempts get <ID>` or --json shows them whole"
+        )?;
+    }
     Ok(())
 }
 
@@ -429,6 +551,39 @@ pub fn exchange(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_show_why_they_gave_up_within_80_columns() {
+        let reason = "error sending request for url (http://127.0.0.1:9/x): client error (Connect): tcp connect error: Connection refused (os error 111)";
+        let attempts = [pb::Attempt {
+            id: "att_01JABCDEFGHJKMNPQRSTVWXYZ0".into(),
+            event_id: "o-1".into(),
+            outcome: "http_5xx".into(),
+            reason: reason.into(),
+            give_up_reason: "no_retry".into(),
+            response: Some(pb::HttpResponse {
+                status: 500,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        let mut out = Vec::new();
+        failures_table(&mut out, &attempts, Some(80)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{} columns:\n{text}", line.chars().count());
+        }
+        assert!(text.contains("GAVE UP") && text.contains("no_retry"), "{text}");
+        assert!(text.contains("┆ error sendin"), "{text}");
+        assert!(text.contains('…') && text.contains("hookctl attempts get <ID>"), "{text}");
+
+        // Whole in JSON, and in a table without a width (a pipe).
+        assert_eq!(attempt_json(&attempts[0])["reason"], reason);
+        let mut out = Vec::new();
+        failures_table(&mut out, &attempts, None).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(reason) && !text.contains('…'), "{text}");
+    }
 
     fn sample() -> pb::Subscription {
         pb::Subscription {

@@ -97,13 +97,26 @@ async fn create_publish_and_see_the_attempt() {
     assert!(published.ok, "{}", published.stderr);
     assert_eq!(
         published.stdout.trim(),
-        "published acme/user.created as stream sequence 1"
+        "published acme/user.created as event e-1 (stream sequence 1)"
     );
     let request = receiver
         .wait_for(1, Duration::from_secs(10))
         .await
         .remove(0);
     assert!(request.body_str().ends_with(r#""data":{"n":1}}"#));
+    // Without --id, the id made for the event is printed: the one to look
+    // its attempts up by.
+    let minted = hookctl(&hr, &["--json", "publish", "acme", "user.created", "{}"]).await;
+    assert!(minted.ok, "{}", minted.stderr);
+    let minted: serde_json::Value = serde_json::from_str(&minted.stdout).unwrap();
+    let minted = minted["id"].as_str().unwrap().to_owned();
+    assert!(minted.starts_with("evt_"), "{minted}");
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    eventually("the minted id's attempt", Duration::from_secs(10), || async {
+        let out = hookctl(&hr, &["attempts", "list", "--event", &minted, "--tenant", "acme"]).await;
+        out.stdout.contains("success").then_some(())
+    })
+    .await;
 
     let table = eventually(
         "the attempt listed by hookctl",
@@ -342,6 +355,20 @@ async fn shape_a_request_and_send_a_test_event() {
         sent.stdout
     );
 
+    // A failed test delivery is shown, and exits non-zero.
+    receiver.push(Reply::status(503));
+    let failed = hookctl(&hr, &["subscription", "test", id]).await;
+    assert!(!failed.ok);
+    assert!(
+        failed.stdout.contains("outcome      http_5xx: status 503"),
+        "{}",
+        failed.stdout
+    );
+    assert_eq!(
+        failed.stderr.trim(),
+        "error: the test delivery failed: http_5xx: status 503"
+    );
+
     let bad = hookctl(
         &hr,
         &[
@@ -536,6 +563,39 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
     assert!(
         failures.contains("http_5xx") && failures.contains("500"),
         "{failures}"
+    );
+    // Why it gave up, in a table that fits 80 columns.
+    let narrow = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .env("HOOKCTL_SERVER", hr.grpc_url())
+        .env("HOOKCTL_TOKEN", TestEnv::ADMIN_TOKEN)
+        .env("COLUMNS", "80")
+        .args(["failures", "--tenant", "acme"])
+        .output()
+        .await
+        .unwrap();
+    let narrow = String::from_utf8_lossy(&narrow.stdout);
+    assert!(narrow.contains("GAVE UP") && narrow.contains("no_retry"), "{narrow}");
+    assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
+
+    // The token file is found from any directory: here, the user's config.
+    let config = std::env::temp_dir().join(format!("hookctl-xdg-{}", std::process::id()));
+    std::fs::create_dir_all(config.join("hookctl")).unwrap();
+    std::fs::write(config.join("hookctl/token"), TestEnv::ADMIN_TOKEN).unwrap();
+    let listed = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .env("HOOKCTL_SERVER", hr.grpc_url())
+        .env_remove("HOOKCTL_TOKEN")
+        .env_remove("HOOKCTL_TOKEN_FILE")
+        .env("XDG_CONFIG_HOME", &config)
+        .current_dir(std::env::temp_dir())
+        .args(["subscription", "list", "--tenant", "acme"])
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&config).ok();
+    assert!(
+        listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains(&id),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
     );
 
     let redelivered = hookctl(&hr, &["redeliver", "o-1", &id]).await;

@@ -52,7 +52,7 @@ pub async fn failures(
         .await
         .map_err(status)?
         .into_inner();
-    output::attempts_page(out, json, &page)
+    output::failures_page(out, json, &page)
 }
 
 /// Sends one event to one subscription again.

@@ -13,9 +13,11 @@ pub struct PublishArgs {
     pub event_type: String,
     /// The event's `data` object as JSON, or `-` to read it from stdin.
     pub data: String,
-    /// Event id (also the Nats-Msg-Id, so a repeat is dropped by JetStream).
+    /// Event id (also the Nats-Msg-Id, so a repeat is dropped by JetStream);
+    /// one is made (evt_<ULID>) if not given. Printed either way.
     #[arg(long)]
     pub id: Option<String>,
+    /// The entity the event is about (string or number).
     #[arg(long)]
     pub entity_id: Option<String>,
     /// Label `key=value` (repeatable).
@@ -71,6 +73,13 @@ pub async fn run(
     } else {
         args.data.clone()
     };
+    // The id is chosen here, not by hookrelay, so that it can be printed:
+    // it is what `attempts list --event` and `redeliver` take.
+    let mut args = args;
+    let id = args
+        .id
+        .get_or_insert_with(|| format!("evt_{}", ulid::Ulid::new()))
+        .clone();
     let body = event_body(&args, &data)?;
     hookrelay_core::Names::check_prefix(prefix).map_err(|e| anyhow!("--prefix {e}"))?;
     hookrelay_core::event::check_token_path(&args.tenant, false)
@@ -86,9 +95,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(client);
     let mut publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(bytes::Bytes::from(serde_json::to_vec(&body)?));
-    if let Some(id) = &args.id {
-        publish = publish.message_id(id);
-    }
+    publish = publish.message_id(&id);
     let ack = js
         .send_publish(subject.clone(), publish)
         .await
@@ -98,7 +105,7 @@ pub async fn run(
     if json {
         crate::output::print_json(
             out,
-            &serde_json::json!({"subject": subject, "stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate}),
+            &serde_json::json!({"id": id, "subject": subject, "stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate}),
         )
     } else {
         let duplicate = if ack.duplicate {
@@ -108,7 +115,7 @@ pub async fn run(
         };
         writeln!(
             out,
-            "published {}/{} as stream sequence {}{duplicate}",
+            "published {}/{} as event {id} (stream sequence {}){duplicate}",
             args.tenant, args.event_type, ack.sequence
         )?;
         Ok(())

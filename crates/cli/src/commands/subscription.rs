@@ -42,6 +42,7 @@ pub enum SubscriptionCommand {
     /// Recent success rate, failures in a row, last success and failure, state.
     Health { id: String },
     /// Send a sample (or given) event now; show the request and response.
+    /// Exits 1 (after showing them) when the delivery did not succeed.
     Test {
         id: String,
         /// Event type to send; default from the subscription's patterns.
@@ -504,10 +505,19 @@ pub async fn run(
                 ..Default::default()
             };
             if json {
-                output::print_json(out, &output::attempt_json(&attempt))
+                output::print_json(out, &output::attempt_json(&attempt))?;
             } else {
-                output::exchange(out, &attempt)
+                output::exchange(out, &attempt)?;
             }
+            // Scripts (and CI checks of an endpoint) read the exit status.
+            if attempt.outcome != "success" {
+                anyhow::bail!(
+                    "the test delivery failed: {}: {}",
+                    attempt.outcome,
+                    attempt.reason
+                );
+            }
+            Ok(())
         }
         SubscriptionCommand::Delete { id, revision } => {
             client
