@@ -17,7 +17,7 @@ if [ ! -s .local/hookctl-token ]; then
 fi
 export HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256="${HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256:-$(tr -d '\n' < .local/hookctl-token | sha256sum | cut -d' ' -f1)}"
 # Quickstart receivers live on this machine: allow loopback destinations.
-export HOOKRELAY_DISPATCHER__ALLOW_PRIVATE="${HOOKRELAY_DISPATCHER__ALLOW_PRIVATE:-[\"127.0.0.0/8\", \"::1/128\"]}"
+export HOOKRELAY_DISPATCHER__ALLOW_PRIVATE="${HOOKRELAY_DISPATCHER__ALLOW_PRIVATE:-127.0.0.0/8,::1/128}"
 # Both binaries, so that the walkthrough's hookctl is ready when hookrelay is.
 echo "building hookrelay and hookctl (release; the first build takes a few minutes)"
 cargo build --release -p hookrelay -p hookrelay-cli

@@ -3,10 +3,17 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     let cli = hookctl::Cli::parse();
-    if let Err(error) = hookctl::run(cli).await {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
+    match hookctl::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, each cause once; no backtrace whatever RUST_BACKTRACE.
+            eprintln!(
+                "error: {}",
+                hookrelay_core::telemetry::error_line(error.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::names::Names;
@@ -14,11 +14,20 @@ use crate::names::Names;
 /// The committed defaults, compiled into every binary.
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
-/// A configuration that could not be loaded or is not valid.
+/// A configuration that could not be loaded or is not valid. Each says
+/// what is wrong in one line (no source chain repeating it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
+    #[error("configuration: {name} is not a setting{hint}")]
+    UnknownVariable { name: String, hint: String },
+    #[error("configuration: {file}: unknown key {key}{hint}")]
+    UnknownKey {
+        file: String,
+        key: String,
+        hint: String,
+    },
     #[error("configuration: {field}: {message}")]
     Invalid {
         field: &'static str,
@@ -28,6 +37,7 @@ pub enum ConfigError {
 
 /// Every setting of every service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub prefix: String,
     #[serde(with = "humantime_serde")]
@@ -45,6 +55,7 @@ pub struct Config {
 
 /// Bearer tokens of the gRPC API, hashed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Hex SHA-256 of the admin token (sees every tenant).
     #[serde(default)]
@@ -55,6 +66,7 @@ pub struct AuthConfig {
 
 /// One token and what it may see.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Hex SHA-256 of the token.
     pub sha256: String,
@@ -103,6 +115,7 @@ pub fn token_sha256(token: &str) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// One server, or the servers of a cluster comma-separated
     /// (`nats://a:4222,nats://b:4222,nats://c:4222`).
@@ -121,6 +134,7 @@ pub struct NatsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// One server (`single`), or comma-separated: some nodes of a cluster
     /// (`cluster`, the rest are discovered), the Sentinels (`sentinel`).
@@ -182,6 +196,7 @@ impl RedisConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
@@ -195,12 +210,14 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     pub format: LogFormat,
     pub level: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_event_bytes: usize,
     pub max_response_body_bytes: usize,
@@ -211,6 +228,7 @@ pub struct LimitsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngestorConfig {
     pub fetch_batch: usize,
     /// Where the dispatcher runs in the same process, send first attempts
@@ -221,6 +239,7 @@ pub struct IngestorConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DispatcherConfig {
     pub fetch_batch: usize,
     pub concurrency: usize,
@@ -229,14 +248,16 @@ pub struct DispatcherConfig {
     pub default_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// CIDRs delivered to although private (loopback, RFC 1918, ...).
-    #[serde(default)]
+    /// CIDRs delivered to although private (loopback, RFC 1918, ...): a
+    /// list, or one string of comma-separated CIDRs (handy in the env).
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
     pub allow_private: Vec<String>,
     /// Endpoint health thresholds (see `circuit.rs`).
     pub circuit: crate::circuit::CircuitLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogsConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -244,14 +265,224 @@ pub struct LogsConfig {
     pub fleet_interval: Duration,
 }
 
+/// A list, or a string of comma-separated items (`"a, b"` is `["a", "b"]`).
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    match ListOrString::deserialize(deserializer) {
+        Ok(ListOrString::List(list)) => Ok(list),
+        Ok(ListOrString::String(text)) => Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a list of CIDRs or one string of comma-separated CIDRs, e.g. \"127.0.0.0/8,::1/128\"",
+        )),
+    }
+}
+
+/// `HOOKRELAY_*` variables that are not settings: the config file's path,
+/// and the test suite's server addresses.
+const NOT_SETTINGS: &[&str] = &["HOOKRELAY_CONFIG"];
+const NOT_SETTINGS_PREFIXES: &[&str] = &["HOOKRELAY_TEST_"];
+
+/// Every key of the configuration, dotted (`dispatcher.circuit.open_after`),
+/// tables included.
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, dict: &figment::value::Dict, keys: &mut Vec<String>) {
+        for (key, value) in dict {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if let figment::value::Value::Dict(_, inner) = value {
+                walk(&path, inner, keys);
+            }
+            keys.push(path);
+        }
+    }
+    let mut keys = Vec::new();
+    let data = Figment::from(figment::providers::Serialized::defaults(Config::defaults()))
+        .data()
+        .unwrap_or_default();
+    for dict in data.values() {
+        walk("", dict, &mut keys);
+    }
+    keys
+}
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The known key closest to `key`, if close enough to be a misspelling.
+fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+fn env_name(key: &str) -> String {
+    format!("HOOKRELAY_{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+/// Refuses a `HOOKRELAY_*` variable that names no setting: a misspelt one
+/// would otherwise be ignored without a word.
+fn check_env_names(
+    names: impl IntoIterator<Item = String>,
+    known: &[String],
+) -> Result<(), ConfigError> {
+    for name in names {
+        let Some(rest) = name.strip_prefix("HOOKRELAY_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&name.as_str())
+            || NOT_SETTINGS_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        if known.contains(&key) {
+            continue;
+        }
+        let hint = match closest(&key, known) {
+            Some(close) => format!(" (did you mean {}?)", env_name(close)),
+            None => format!(
+                " (settings are HOOKRELAY_ and a key of crates/core/defaults.toml, nested keys joined by __, e.g. {})",
+                env_name("dispatcher.concurrency")
+            ),
+        };
+        return Err(ConfigError::UnknownVariable { name, hint });
+    }
+    Ok(())
+}
+
+/// Refuses a key of `file` that is no setting (tables of lists, such as
+/// `auth.tokens`, are checked by their own types).
+fn check_file_keys(file: &Path, known: &[String]) -> Result<(), ConfigError> {
+    fn walk(
+        prefix: &str,
+        dict: &figment::value::Dict,
+        known: &[String],
+        unknown: &mut Option<String>,
+    ) {
+        for (key, value) in dict {
+            if unknown.is_some() {
+                return;
+            }
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if !known.contains(&path) {
+                *unknown = Some(path);
+                return;
+            }
+            if let figment::value::Value::Dict(_, inner) = value {
+                walk(&path, inner, known, unknown);
+            }
+        }
+    }
+    let data = Figment::from(Toml::file_exact(file))
+        .data()
+        .map_err(|e| ConfigError::Load(one_line(e)))?;
+    let mut unknown = None;
+    for dict in data.values() {
+        walk("", dict, known, &mut unknown);
+    }
+    match unknown {
+        None => Ok(()),
+        Some(key) => Err(ConfigError::UnknownKey {
+            file: file.display().to_string(),
+            hint: closest(&key, known)
+                .map(|close| format!(" (did you mean {close}?)"))
+                .unwrap_or_default(),
+            key,
+        }),
+    }
+}
+
+/// figment's errors, each on one line with what a value should look like.
+fn one_line(error: figment::Error) -> String {
+    use figment::error::Kind;
+    error
+        .into_iter()
+        .map(|mut e| {
+            if let Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) =
+                &e.kind
+            {
+                if expected.contains("duration") {
+                    e.kind = Kind::Message(format!(
+                        "expected a duration with a unit, e.g. \"5s\", \"1m\" or \"1h30m\", found {actual}"
+                    ));
+                }
+            }
+            let key = e.path.join(".");
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let file = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| s.to_string());
+            match (key.is_empty(), from_env, file) {
+                (true, _, _) => e.kind.to_string(),
+                (false, true, _) => format!("{}: {}", env_name(&key), e.kind),
+                (false, false, Some(file)) => format!("{file}: {key}: {}", e.kind),
+                (false, false, None) => format!("{key}: {}", e.kind),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Config {
     /// Defaults, then `file` if given, then the process environment.
+    /// Unknown keys (in the file) and `HOOKRELAY_*` variables (in the
+    /// environment) are refused, naming them.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let known = known_keys();
+        check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()), &known)?;
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
+            check_file_keys(file, &known)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Self::extract(figment.merge(Env::prefixed("HOOKRELAY_").split("__")))
+        let settings = Env::prefixed("HOOKRELAY_")
+            .filter(|key| {
+                let name = format!("HOOKRELAY_{}", key.as_str().to_ascii_uppercase());
+                !NOT_SETTINGS.contains(&name.as_str())
+                    && !NOT_SETTINGS_PREFIXES.iter().any(|p| name.starts_with(p))
+            })
+            .split("__");
+        Self::extract(figment.merge(settings))
     }
 
     /// Defaults only: the base that tests adjust field by field.
@@ -260,7 +491,9 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(one_line(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -438,6 +671,81 @@ mod tests {
             assert!(err.contains("dispatcher.ack_wait"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKRELAY_CONFIG", "ignored.toml");
+            jail.set_env("HOOKRELAY_TEST_NATS_URL", "nats://127.0.0.1:1");
+            assert!(Config::load(None).is_ok());
+            jail.set_env("HOOKRELAY_DISPACHER__CONCURRENCY", "8");
+            assert_eq!(
+                Config::load(None).unwrap_err().to_string(),
+                "configuration: HOOKRELAY_DISPACHER__CONCURRENCY is not a setting (did you mean HOOKRELAY_DISPATCHER__CONCURRENCY?)"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKRELAY_NOTHING_LIKE_IT", "1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.starts_with("configuration: HOOKRELAY_NOTHING_LIKE_IT is not a setting (settings are"),
+                "{err}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            // Tables, and keys of types defined elsewhere, are known.
+            jail.set_env("HOOKRELAY_DISPATCHER__CIRCUIT__OPEN_AFTER", "20");
+            assert_eq!(Config::load(None).unwrap().dispatcher.circuit.open_after, 20);
+            jail.create_file(
+                "hr.toml",
+                "[dispatcher]\nconcurency = 8\n[dispatcher.circuit]\nopen_after = 5",
+            )?;
+            assert_eq!(
+                Config::load(Some(Path::new("hr.toml"))).unwrap_err().to_string(),
+                "configuration: hr.toml: unknown key dispatcher.concurency (did you mean dispatcher.concurrency?)"
+            );
+            jail.create_file("hr.toml", "[dispatcher.circuit]\nopen_aftr = 5")?;
+            let err = Config::load(Some(Path::new("hr.toml"))).unwrap_err().to_string();
+            assert!(err.contains("unknown key dispatcher.circuit.open_aftr"), "{err}");
+            jail.create_file(
+                "hr.toml",
+                "[auth]\ntokens = [{ sha256 = \"x\", tenant = \"a\", scope = \"y\" }]",
+            )?;
+            let err = Config::load(Some(Path::new("hr.toml"))).unwrap_err().to_string();
+            assert!(err.contains("scope"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn values_say_what_they_should_look_like() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKRELAY_SHUTDOWN_GRACE", "5");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err == "configuration: HOOKRELAY_SHUTDOWN_GRACE: expected a duration with a unit, e.g. \"5s\", \"1m\" or \"1h30m\", found unsigned int `5`",
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+            jail.set_env("HOOKRELAY_SHUTDOWN_GRACE", "5s");
+            jail.set_env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", "127.0.0.0/8");
+            assert_eq!(
+                Config::load(None).unwrap().dispatcher.allow_private,
+                ["127.0.0.0/8"]
+            );
+            jail.set_env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", "127.0.0.0/8, ::1/128");
+            assert_eq!(
+                Config::load(None).unwrap().dispatcher.allow_private,
+                ["127.0.0.0/8", "::1/128"]
+            );
+            Ok(())
+        });
+        // One line, not repeated under "Caused by:".
+        let error = ConfigError::Load("x".into());
+        assert!(std::error::Error::source(&error).is_none());
     }
 
     #[test]

@@ -26,3 +26,38 @@ pub fn init(config: &TelemetryConfig) {
 fn colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
+
+/// An error and its causes as one line, `error: cause: cause`, each said
+/// once: a cause whose text its parent already includes is left out
+/// (thiserror's `{0}` messages repeat their source). What the binaries
+/// print instead of anyhow's `Caused by:` list and backtrace.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = source.source();
+    }
+    line.replace('\n', "; ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_is_one_line_each_cause_once() {
+        let error = Repeats(Inner(std::io::Error::other("disk on fire")));
+        assert_eq!(super::error_line(&error), "outer: inner: disk on fire");
+    }
+}

@@ -29,15 +29,19 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Command::Healthcheck(check)) => {
-            Ok(hookrelay::healthcheck::run(args.config.as_deref(), &check).await)
+            hookrelay::healthcheck::run(args.config.as_deref(), &check).await
         }
-        None => {
-            hookrelay::serve(args.config.as_deref(), args.role).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        None => match hookrelay::serve(args.config.as_deref(), args.role).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                // One line, each cause once; no backtrace whatever RUST_BACKTRACE.
+                eprintln!("error: {}", hookrelay_core::telemetry::error_line(&error));
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -180,3 +180,28 @@ async fn nats_out_of_reach_or_without_jetstream_is_said_once() {
     assert_eq!(log.matches("JetStream is not enabled").count(), 1, "{log}");
     plain.kill().await.ok();
 }
+
+#[tokio::test]
+async fn a_bad_setting_is_one_clear_line() {
+    for (name, value, expected) in [
+        (
+            "HOOKRELAY_SHUTDOWN_GRACE",
+            "5",
+            r#"error: configuration: HOOKRELAY_SHUTDOWN_GRACE: expected a duration with a unit, e.g. "5s", "1m" or "1h30m", found unsigned int `5`"#,
+        ),
+        (
+            "HOOKRELAY_DISPACHER__CONCURRENCY",
+            "8",
+            "error: configuration: HOOKRELAY_DISPACHER__CONCURRENCY is not a setting (did you mean HOOKRELAY_DISPATCHER__CONCURRENCY?)",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .env(name, value)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&output.stderr), format!("{expected}\n"));
+    }
+}
