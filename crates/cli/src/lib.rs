@@ -21,24 +21,37 @@ pub struct Cli {
         long,
         global = true,
         env = "HOOKCTL_SERVER",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "127.0.0.1:50051",
+        help_heading = "Global options"
     )]
     pub server: String,
     /// Bearer token of the API (else HOOKCTL_TOKEN, else the token file).
-    #[arg(long, global = true, env = "HOOKCTL_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_TOKEN",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     pub token: Option<String>,
     /// File holding the token. Default: $XDG_CONFIG_HOME/hookctl/token
     /// (~/.config/hookctl/token), else the .local/hookctl-token that
     /// scripts/run.sh writes, found from the current directory or from
     /// where hookctl is (target/release/hookctl of the repository).
-    #[arg(long, global = true, env = "HOOKCTL_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_TOKEN_FILE",
+        help_heading = "Global options"
+    )]
     pub token_file: Option<std::path::PathBuf>,
     /// NATS address, for `publish`.
     #[arg(
         long,
         global = true,
         env = "HOOKCTL_NATS",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = "nats://127.0.0.1:4222",
+        help_heading = "Global options"
     )]
     pub nats: String,
     /// The installation's prefix, for `publish`.
@@ -46,11 +59,12 @@ pub struct Cli {
         long,
         global = true,
         env = "HOOKCTL_PREFIX",
-        default_value = "hookrelay"
+        default_value = "hookrelay",
+        help_heading = "Global options"
     )]
     pub prefix: String,
     /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -178,6 +192,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_help_describes_every_flag_and_keeps_global_options_apart() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let create = cli
+            .find_subcommand_mut("subscription")
+            .unwrap()
+            .find_subcommand_mut("create")
+            .unwrap();
+        let help = create.render_long_help().to_string();
+        let (own, global) = help.split_once("Global options:").expect(&help);
+        assert!(own.contains("--event-type <PATTERN>") && own.contains("--tenant <TENANT>"));
+        for flag in ["--server", "--token", "--nats", "--prefix", "--json"] {
+            assert!(!own.contains(&format!("{flag} ")), "{flag} among create's options:\n{help}");
+            assert!(global.contains(flag), "{help}");
+        }
+        for arg in create.get_arguments() {
+            if arg.get_id() != "help" && !arg.is_hide_set() {
+                assert!(arg.get_help().is_some(), "--{} has no description", arg.get_id());
+            }
+        }
+        let usage = create.render_usage().to_string();
+        assert!(usage.contains("--event-type <PATTERN>"), "required, so in the usage: {usage}");
+        assert!(Cli::try_parse_from(["hookctl", "subscription", "create", "--tenant", "a", "--url", "http://x/"]).is_err());
+    }
 
     #[test]
     fn the_token_is_found_from_anywhere() {

@@ -80,12 +80,14 @@ pub enum Order {
 /// Fields settable on create and update.
 #[derive(Debug, Args)]
 pub struct Fields {
+    /// A name for people, e.g. "LMS stats".
     #[arg(long)]
     pub name: Option<String>,
+    /// What it is for, for people.
     #[arg(long)]
     pub description: Option<String>,
-    /// Event type pattern: exact, `prefix.*` or `*` (repeatable).
-    #[arg(long = "event-type")]
+    /// Set from `--event-type` of create (required there) or update.
+    #[arg(skip)]
     pub event_types: Vec<String>,
     /// Label scope `key=value` (repeatable).
     #[arg(long = "label", value_parser = key_value)]
@@ -93,11 +95,14 @@ pub struct Fields {
     /// Extra request header `name=value` (repeatable).
     #[arg(long = "header", value_parser = key_value)]
     pub headers: Vec<(String, String)>,
+    /// Which responses count as delivered: any 2xx (default) or only 200.
     #[arg(long, value_enum)]
     pub success_rule: Option<Rule>,
     /// Request timeout, e.g. `10s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+    /// Requests in flight at once to this endpoint (default: the server's
+    /// `dispatcher.default_max_in_flight`).
     #[arg(long)]
     pub max_in_flight: Option<u32>,
     /// `fifo`: one request in flight, in stream order (a failing event
@@ -129,13 +134,16 @@ pub struct Fields {
     /// GET (parameters in the query string), POST or PUT.
     #[arg(long)]
     pub method: Option<String>,
+    /// How the body is encoded (Content-Type follows unless a --header sets it).
     #[arg(long, value_enum)]
     pub body_format: Option<Format>,
+    /// The body's shape: a preset, or `custom` with --template.
     #[arg(long, value_enum)]
     pub envelope: Option<EnvelopeName>,
     /// JSON-shaped template (implies `--envelope custom`); `@FILE` reads a file.
     #[arg(long)]
     pub template: Option<String>,
+    /// The `method` of a `--body-format json-rpc` request (default: the event type).
     #[arg(long)]
     pub jsonrpc_method: Option<String>,
     /// strftime format for the template's `date` function, e.g. `%d.%m.%Y`.
@@ -178,10 +186,15 @@ pub enum EnvelopeName {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// The tenant whose events it receives.
     #[arg(long)]
     pub tenant: String,
+    /// Where requests go: http:// or https://.
     #[arg(long)]
     pub url: String,
+    /// Event type pattern: exact, `prefix.*` or `*` (at least one; repeatable).
+    #[arg(long = "event-type", value_name = "PATTERN", required = true)]
+    pub event_types: Vec<String>,
     #[command(flatten)]
     pub fields: Fields,
     /// Create it disabled.
@@ -191,13 +204,20 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
+    /// The subscription's id (sub_...).
     pub id: String,
+    /// Where requests go: http:// or https://.
     #[arg(long)]
     pub url: Option<String>,
+    /// Event type pattern (repeatable): replaces the subscription's patterns.
+    #[arg(long = "event-type", value_name = "PATTERN")]
+    pub event_types: Vec<String>,
     #[command(flatten)]
     pub fields: Fields,
+    /// Enable it.
     #[arg(long, conflicts_with = "disable")]
     pub enable: bool,
+    /// Disable it: events are not delivered to it meanwhile.
     #[arg(long)]
     pub disable: bool,
     /// Remove every label scope before adding `--label`s.
@@ -339,7 +359,9 @@ pub async fn run(
                 label_filter: HashMap::new(),
                 ..Default::default()
             };
-            apply(&mut sub, args.fields)?;
+            let mut fields = args.fields;
+            fields.event_types = args.event_types;
+            apply(&mut sub, fields)?;
             let created = client
                 .create_subscription(pb::CreateSubscriptionRequest {
                     subscription: Some(sub),
@@ -432,7 +454,9 @@ pub async fn run(
             if args.disable {
                 sub.enabled = Some(false);
             }
-            apply(&mut sub, args.fields)?;
+            let mut fields = args.fields;
+            fields.event_types = args.event_types;
+            apply(&mut sub, fields)?;
             let updated = client
                 .update_subscription(pb::UpdateSubscriptionRequest {
                     subscription: Some(sub),
