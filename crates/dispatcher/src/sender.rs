@@ -104,6 +104,8 @@ impl Sender {
             }
         };
         let mut host_header = None;
+        // (stand-in name, the subscription's host): errors name the latter.
+        let mut stand_in = None;
         let literal = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -120,7 +122,9 @@ impl Sender {
                     Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
                     None => url.host_str().unwrap_or_default().to_owned(),
                 });
-                let _ = url.set_host(Some(&crate::guard::literal_name(ip)));
+                let name = crate::guard::literal_name(ip);
+                stand_in = Some((name.clone(), url.host_str().unwrap_or_default().to_owned()));
+                let _ = url.set_host(Some(&name));
             }
         }
         let mut builder = self
@@ -138,6 +142,7 @@ impl Sender {
             Ok(response) => response,
             Err(error) => {
                 let (outcome, reason) = classify_error(&error, timeout);
+                let reason = unmask(reason, &stand_in);
                 return SendResult {
                     outcome,
                     reason,
@@ -166,10 +171,20 @@ impl Sender {
         let (body, body_truncated, body_error) = self.read_capped(response).await;
         let (mut outcome, mut reason) = classify_status(status, rule);
         if let Some(error) = body_error {
+            let timed_out = error.is_timeout()
+                || error_chain(&error).to_ascii_lowercase().contains("timed out");
             if outcome == Outcome::Success {
-                // The receiver accepted it; a broken body read does not undo that.
-                reason = format!("{reason}; response body unreadable: {error}");
-            } else if error.is_timeout() {
+                // The receiver accepted it (the status says so); a body
+                // read that fails or stalls does not undo that.
+                reason = if timed_out {
+                    format!("response body not read in time ({reason} received)")
+                } else {
+                    unmask(
+                        format!("{reason}; response body unreadable: {}", error_chain(&error)),
+                        &stand_in,
+                    )
+                };
+            } else if timed_out {
                 outcome = Outcome::Timeout;
                 reason = format!(
                     "{reason}; response body not read within {}",
@@ -251,10 +266,21 @@ fn classify_error(error: &reqwest::Error, timeout: Duration) -> (Outcome, String
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
     {
         (Outcome::TlsError, chain)
-    } else if error.is_connect() {
-        (Outcome::ConnectError, chain)
-    } else {
+    } else if error.is_builder() {
         (Outcome::Error, chain)
+    } else {
+        // Refused, reset, or closed before a whole response (mid-headers):
+        // the connection failed, whether or not it was ever established.
+        (Outcome::ConnectError, chain)
+    }
+}
+
+/// `reason` naming the subscription's host rather than the stand-in name
+/// an IP literal is sent under.
+fn unmask(reason: String, stand_in: &Option<(String, String)>) -> String {
+    match stand_in {
+        Some((name, host)) => reason.replace(name.as_str(), host),
+        None => reason,
     }
 }
 
@@ -325,6 +351,77 @@ mod tests {
                 result.reason
             );
         }
+    }
+
+    fn loopback_sender() -> Sender {
+        let policy = crate::guard::AddressPolicy::new(&["127.0.0.0/8".to_owned()]).unwrap();
+        Sender::new(1024, Guard::system(policy)).unwrap()
+    }
+
+    /// A receiver on loopback that reads the request, then writes `reply`
+    /// and keeps the connection open for `hold`.
+    async fn misbehaving(reply: &'static [u8], hold: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            socket.write_all(reply).await.unwrap();
+            tokio::time::sleep(hold).await;
+        });
+        format!("http://{addr}/hook")
+    }
+
+    fn post(url: &str) -> OutboundRequest {
+        OutboundRequest {
+            method: http::Method::POST,
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_headers_is_a_connect_error_naming_the_host() {
+        let url = misbehaving(b"HTTP/1.1 200 OK\r\nContent-Ty", Duration::ZERO).await;
+        let result = loopback_sender()
+            .send(post(&url), Duration::from_secs(5), SuccessRule::Any2xx)
+            .await;
+        assert_eq!(result.outcome, Outcome::ConnectError, "{}", result.reason);
+        assert!(!result.reason.contains(".invalid"), "{}", result.reason);
+        assert!(result.reason.contains(&url), "{}", result.reason);
+        assert!(result.response.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_2xx_whose_body_stalls_is_a_success_that_says_so() {
+        let url = misbehaving(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+            Duration::from_secs(10),
+        )
+        .await;
+        let result = loopback_sender()
+            .send(post(&url), Duration::from_millis(500), SuccessRule::Any2xx)
+            .await;
+        assert_eq!(result.outcome, Outcome::Success, "{}", result.reason);
+        assert_eq!(
+            result.reason,
+            "response body not read in time (status 200 received)"
+        );
+        assert_eq!(result.response.unwrap().body, "abc");
+
+        // A 5xx whose body stalls is still a timeout.
+        let url = misbehaving(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nab",
+            Duration::from_secs(10),
+        )
+        .await;
+        let result = loopback_sender()
+            .send(post(&url), Duration::from_millis(500), SuccessRule::Any2xx)
+            .await;
+        assert_eq!(result.outcome, Outcome::Timeout, "{}", result.reason);
     }
 
     #[test]
