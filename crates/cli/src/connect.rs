@@ -91,8 +91,14 @@ mod tests {
     #[test]
     fn a_server_is_host_port_or_a_url() {
         use super::server_url;
-        assert_eq!(server_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
-        assert_eq!(server_url("localhost:50051").unwrap(), "http://localhost:50051");
+        assert_eq!(
+            server_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            server_url("localhost:50051").unwrap(),
+            "http://localhost:50051"
+        );
         assert_eq!(server_url("[::1]:50051").unwrap(), "http://[::1]:50051");
         assert_eq!(
             server_url("http://127.0.0.1:50051").unwrap(),
@@ -105,8 +111,11 @@ mod tests {
         for bad in ["ftp://x:1", "", "http://", "a b:1"] {
             let error = server_url(bad).unwrap_err().to_string();
             assert!(
-                error.starts_with(&format!("--server {bad:?} is not a hookrelay gRPC address ("))
-                    && error.ends_with("e.g. --server 127.0.0.1:50051 or --server https://hookrelay.example.com"),
+                error.starts_with(&format!(
+                    "--server {bad:?} is not a hookrelay gRPC address ("
+                )) && error.ends_with(
+                    "e.g. --server 127.0.0.1:50051 or --server https://hookrelay.example.com"
+                ),
                 "{error}"
             );
         }

@@ -143,7 +143,10 @@ fn token(cli: &Cli) -> anyhow::Result<Option<String>> {
         }
     };
     let text = std::fs::read_to_string(&file).map_err(|e| {
-        anyhow::anyhow!("cannot read the token file {}: {e} (--token-file / HOOKCTL_TOKEN_FILE)", file.display())
+        anyhow::anyhow!(
+            "cannot read the token file {}: {e} (--token-file / HOOKCTL_TOKEN_FILE)",
+            file.display()
+        )
     })?;
     Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
 }
@@ -207,17 +210,36 @@ mod tests {
         let (own, global) = help.split_once("Global options:").expect(&help);
         assert!(own.contains("--event-type <PATTERN>") && own.contains("--tenant <TENANT>"));
         for flag in ["--server", "--token", "--nats", "--prefix", "--json"] {
-            assert!(!own.contains(&format!("{flag} ")), "{flag} among create's options:\n{help}");
+            assert!(
+                !own.contains(&format!("{flag} ")),
+                "{flag} among create's options:\n{help}"
+            );
             assert!(global.contains(flag), "{help}");
         }
         for arg in create.get_arguments() {
             if arg.get_id() != "help" && !arg.is_hide_set() {
-                assert!(arg.get_help().is_some(), "--{} has no description", arg.get_id());
+                assert!(
+                    arg.get_help().is_some(),
+                    "--{} has no description",
+                    arg.get_id()
+                );
             }
         }
         let usage = create.render_usage().to_string();
-        assert!(usage.contains("--event-type <PATTERN>"), "required, so in the usage: {usage}");
-        assert!(Cli::try_parse_from(["hookctl", "subscription", "create", "--tenant", "a", "--url", "http://x/"]).is_err());
+        assert!(
+            usage.contains("--event-type <PATTERN>"),
+            "required, so in the usage: {usage}"
+        );
+        assert!(Cli::try_parse_from([
+            "hookctl",
+            "subscription",
+            "create",
+            "--tenant",
+            "a",
+            "--url",
+            "http://x/"
+        ])
+        .is_err());
     }
 
     #[test]
@@ -226,7 +248,12 @@ mod tests {
         let repo = root.join("repo");
         let elsewhere = root.join("elsewhere");
         let home = root.join("home");
-        for dir in [repo.join(".local"), repo.join("target/release"), elsewhere.clone(), home.clone()] {
+        for dir in [
+            repo.join(".local"),
+            repo.join("target/release"),
+            elsewhere.clone(),
+            home.clone(),
+        ] {
             std::fs::create_dir_all(dir).unwrap();
         }
         let exe = repo.join("target/release/hookctl");

@@ -444,16 +444,17 @@ fn fitted_table(
     if let Some(width) = width {
         let last = header.len() - 1;
         // Each column: its widest cell, a space either side, a border.
-        let others: usize = 1 + (0..last)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-                    + 3
-            })
-            .sum::<usize>();
+        let others: usize = 1
+            + (0..last)
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([header[i].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                        + 3
+                })
+                .sum::<usize>();
         let room = width
             .saturating_sub(others + 3)
             .max(MIN_LAST_COLUMN)
@@ -571,11 +572,21 @@ mod tests {
         failures_table(&mut out, &attempts, Some(80)).unwrap();
         let text = String::from_utf8(out).unwrap();
         for line in text.lines() {
-            assert!(line.chars().count() <= 80, "{} columns:\n{text}", line.chars().count());
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns:\n{text}",
+                line.chars().count()
+            );
         }
-        assert!(text.contains("GAVE UP") && text.contains("no_retry"), "{text}");
+        assert!(
+            text.contains("GAVE UP") && text.contains("no_retry"),
+            "{text}"
+        );
         assert!(text.contains("┆ error sendin"), "{text}");
-        assert!(text.contains('…') && text.contains("hookctl attempts get <ID>"), "{text}");
+        assert!(
+            text.contains('…') && text.contains("hookctl attempts get <ID>"),
+            "{text}"
+        );
 
         // Whole in JSON, and in a table without a width (a pipe).
         assert_eq!(attempt_json(&attempts[0])["reason"], reason);

@@ -27,7 +27,10 @@ fn the_readme_links_only_files_of_the_repository() {
             !target.starts_with(".."),
             "README links {target}, outside the repository"
         );
-        assert!(repo().join(target).exists(), "README links {target}, which does not exist");
+        assert!(
+            repo().join(target).exists(),
+            "README links {target}, which does not exist"
+        );
     }
     assert!(readme.contains("](docs/architecture.md)"));
 }
@@ -45,8 +48,14 @@ fn run_sh_builds_the_hookctl_the_walkthrough_uses() {
         readme.contains(r#"alias hookctl="$PWD/target/release/hookctl""#),
         "the walkthrough's hookctl is the one run.sh built"
     );
-    assert!(!readme.contains("cargo run -q"), "no silent compile in the walkthrough");
-    assert!(readme.contains("scripts/services.sh stop"), "the README shows the stop command");
+    assert!(
+        !readme.contains("cargo run -q"),
+        "no silent compile in the walkthrough"
+    );
+    assert!(
+        readme.contains("scripts/services.sh stop"),
+        "the README shows the stop command"
+    );
 }
 
 fn services(dir: &Path, nats: u16, redis: u16, args: &[&str]) -> (bool, String) {
@@ -101,7 +110,10 @@ fn services_sh_stops_the_servers_it_started_and_only_those() {
 
     let (ok, out) = services(&dir, nats, redis, &[]);
     assert!(ok, "{out}");
-    assert!(out.contains(&format!("nats:  started on 127.0.0.1:{nats}")), "{out}");
+    assert!(
+        out.contains(&format!("nats:  started on 127.0.0.1:{nats}")),
+        "{out}"
+    );
     assert!(out.contains("scripts/services.sh stop stops it"), "{out}");
     let (ok, out) = services(&dir, nats, redis, &[]);
     assert!(ok, "{out}");

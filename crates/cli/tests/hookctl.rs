@@ -112,10 +112,18 @@ async fn create_publish_and_see_the_attempt() {
     let minted = minted["id"].as_str().unwrap().to_owned();
     assert!(minted.starts_with("evt_"), "{minted}");
     receiver.wait_for(2, Duration::from_secs(10)).await;
-    eventually("the minted id's attempt", Duration::from_secs(10), || async {
-        let out = hookctl(&hr, &["attempts", "list", "--event", &minted, "--tenant", "acme"]).await;
-        out.stdout.contains("success").then_some(())
-    })
+    eventually(
+        "the minted id's attempt",
+        Duration::from_secs(10),
+        || async {
+            let out = hookctl(
+                &hr,
+                &["attempts", "list", "--event", &minted, "--tenant", "acme"],
+            )
+            .await;
+            out.stdout.contains("success").then_some(())
+        },
+    )
     .await;
 
     let table = eventually(
@@ -244,7 +252,12 @@ async fn errors_are_one_clear_line() {
     // host:port, as the README and grpcurl write it, means http://host:port.
     let bare = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
         .env("HOOKCTL_TOKEN", TestEnv::ADMIN_TOKEN)
-        .args(["--server", &hr.grpc_addr.to_string(), "subscription", "list"])
+        .args([
+            "--server",
+            &hr.grpc_addr.to_string(),
+            "subscription",
+            "list",
+        ])
         .output()
         .await
         .unwrap();
@@ -574,7 +587,10 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
         .await
         .unwrap();
     let narrow = String::from_utf8_lossy(&narrow.stdout);
-    assert!(narrow.contains("GAVE UP") && narrow.contains("no_retry"), "{narrow}");
+    assert!(
+        narrow.contains("GAVE UP") && narrow.contains("no_retry"),
+        "{narrow}"
+    );
     assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
 
     // The token file is found from any directory: here, the user's config.

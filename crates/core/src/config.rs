@@ -469,7 +469,10 @@ impl Config {
     /// environment) are refused, naming them.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let known = known_keys();
-        check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()), &known)?;
+        check_env_names(
+            std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+            &known,
+        )?;
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
             check_file_keys(file, &known)?;
@@ -690,7 +693,9 @@ mod tests {
             jail.set_env("HOOKRELAY_NOTHING_LIKE_IT", "1");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(
-                err.starts_with("configuration: HOOKRELAY_NOTHING_LIKE_IT is not a setting (settings are"),
+                err.starts_with(
+                    "configuration: HOOKRELAY_NOTHING_LIKE_IT is not a setting (settings are"
+                ),
                 "{err}"
             );
             Ok(())
@@ -698,7 +703,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             // Tables, and keys of types defined elsewhere, are known.
             jail.set_env("HOOKRELAY_DISPATCHER__CIRCUIT__OPEN_AFTER", "20");
-            assert_eq!(Config::load(None).unwrap().dispatcher.circuit.open_after, 20);
+            assert_eq!(
+                Config::load(None).unwrap().dispatcher.circuit.open_after,
+                20
+            );
             jail.create_file(
                 "hr.toml",
                 "[dispatcher]\nconcurency = 8\n[dispatcher.circuit]\nopen_after = 5",
@@ -708,13 +716,20 @@ mod tests {
                 "configuration: hr.toml: unknown key dispatcher.concurency (did you mean dispatcher.concurrency?)"
             );
             jail.create_file("hr.toml", "[dispatcher.circuit]\nopen_aftr = 5")?;
-            let err = Config::load(Some(Path::new("hr.toml"))).unwrap_err().to_string();
-            assert!(err.contains("unknown key dispatcher.circuit.open_aftr"), "{err}");
+            let err = Config::load(Some(Path::new("hr.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("unknown key dispatcher.circuit.open_aftr"),
+                "{err}"
+            );
             jail.create_file(
                 "hr.toml",
                 "[auth]\ntokens = [{ sha256 = \"x\", tenant = \"a\", scope = \"y\" }]",
             )?;
-            let err = Config::load(Some(Path::new("hr.toml"))).unwrap_err().to_string();
+            let err = Config::load(Some(Path::new("hr.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("scope"), "{err}");
             Ok(())
         });
@@ -736,7 +751,10 @@ mod tests {
                 Config::load(None).unwrap().dispatcher.allow_private,
                 ["127.0.0.0/8"]
             );
-            jail.set_env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", "127.0.0.0/8, ::1/128");
+            jail.set_env(
+                "HOOKRELAY_DISPATCHER__ALLOW_PRIVATE",
+                "127.0.0.0/8, ::1/128",
+            );
             assert_eq!(
                 Config::load(None).unwrap().dispatcher.allow_private,
                 ["127.0.0.0/8", "::1/128"]

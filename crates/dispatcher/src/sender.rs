@@ -172,7 +172,9 @@ impl Sender {
         let (mut outcome, mut reason) = classify_status(status, rule);
         if let Some(error) = body_error {
             let timed_out = error.is_timeout()
-                || error_chain(&error).to_ascii_lowercase().contains("timed out");
+                || error_chain(&error)
+                    .to_ascii_lowercase()
+                    .contains("timed out");
             if outcome == Outcome::Success {
                 // The receiver accepted it (the status says so); a body
                 // read that fails or stalls does not undo that.
@@ -180,7 +182,10 @@ impl Sender {
                     format!("response body not read in time ({reason} received)")
                 } else {
                     unmask(
-                        format!("{reason}; response body unreadable: {}", error_chain(&error)),
+                        format!(
+                            "{reason}; response body unreadable: {}",
+                            error_chain(&error)
+                        ),
                         &stand_in,
                     )
                 };

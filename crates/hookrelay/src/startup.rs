@@ -129,12 +129,7 @@ pub fn announce_ready(
 
 /// Pings Redis every second; `/readyz` reports it down (as `flag`'s name,
 /// "redis") when pings fail. Sets `flag`: Redis was just reached.
-pub fn watch_redis(
-    flag: Flag,
-    redis: Redis,
-    shutdown: CancellationToken,
-    tasks: &mut JoinSet<()>,
-) {
+pub fn watch_redis(flag: Flag, redis: Redis, shutdown: CancellationToken, tasks: &mut JoinSet<()>) {
     flag.set(true);
     tasks.spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -24,18 +24,22 @@ impl Process {
     /// its stderr in a file.
     fn start(env: &TestEnv, vars: &[(&str, String)]) -> Self {
         let ports = free_ports(2);
-        let log = std::env::temp_dir().join(format!(
-            "hookrelay-first-run-{}.log",
-            env.config.prefix
-        ));
+        let log =
+            std::env::temp_dir().join(format!("hookrelay-first-run-{}.log", env.config.prefix));
         let file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
         command
             .env("HOOKRELAY_PREFIX", &env.config.prefix)
             .env("HOOKRELAY_NATS__URL", &env.config.nats.url)
             .env("HOOKRELAY_REDIS__URL", &env.config.redis.url)
-            .env("HOOKRELAY_SERVER__GRPC_LISTEN", format!("127.0.0.1:{}", ports[0]))
-            .env("HOOKRELAY_SERVER__HTTP_LISTEN", format!("127.0.0.1:{}", ports[1]))
+            .env(
+                "HOOKRELAY_SERVER__GRPC_LISTEN",
+                format!("127.0.0.1:{}", ports[0]),
+            )
+            .env(
+                "HOOKRELAY_SERVER__HTTP_LISTEN",
+                format!("127.0.0.1:{}", ports[1]),
+            )
             .env("HOOKRELAY_SHUTDOWN_GRACE", "2s")
             .env(
                 "HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256",
@@ -83,7 +87,12 @@ impl Process {
         eventually(
             &format!("a log line with {text:?}"),
             Duration::from_secs(15),
-            || async { self.log().lines().find(|l| l.contains(text)).map(str::to_owned) },
+            || async {
+                self.log()
+                    .lines()
+                    .find(|l| l.contains(text))
+                    .map(str::to_owned)
+            },
         )
         .await
     }
@@ -122,10 +131,16 @@ async fn a_log_file_reads_plain_says_ready_with_what_next_and_stopped() {
     );
     process.readyz_says("ready\n").await;
     let log = process.stop().await;
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     assert_eq!(log.matches("ready (all)").count(), 1, "{log}");
     let last = log.lines().last().unwrap_or_default();
-    assert!(last.contains("stopped"), "the last line is {last:?}:\n{log}");
+    assert!(
+        last.contains("stopped"),
+        "the last line is {last:?}:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +172,10 @@ async fn nats_out_of_reach_or_without_jetstream_is_said_once() {
     );
     assert!(!process.log().contains("timed out"), "{}", process.log());
     let log = process.stop().await;
-    assert!(log.lines().last().unwrap_or_default().contains("stopped"), "{log}");
+    assert!(
+        log.lines().last().unwrap_or_default().contains("stopped"),
+        "{log}"
+    );
 
     let mut plain = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &ports[1].to_string()])
