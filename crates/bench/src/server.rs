@@ -229,7 +229,18 @@ pub async fn redis_used_memory(
         .context("no used_memory in INFO memory")
 }
 
+/// A loopback address free now and not handed out before by this process:
+/// scenarios run side by side (the smoke tests), and the system may give
+/// the port one just released to the next caller before its child binds it.
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let mut given = GIVEN.lock().expect("not poisoned");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return Ok(addr);
+        }
+    }
 }

@@ -33,8 +33,23 @@ pub enum NatsError {
 /// Connects, retrying in the background if the server is down at start:
 /// a service then reports not-ready rather than exiting.
 pub async fn connect(config: &Config, service: &str) -> Result<async_nats::Client, NatsError> {
+    let url = config.nats.url.clone();
     async_nats::ConnectOptions::new()
         .name(format!("hookrelay-{service}"))
+        // In hookrelay's words and levels: losing NATS is a warning, the
+        // close at shutdown is no news (so `stopped` stays the last line).
+        .event_callback(move |event| {
+            let url = url.clone();
+            async move {
+                use async_nats::Event;
+                match event {
+                    Event::Connected => tracing::info!(%url, "nats connected"),
+                    Event::Closed | Event::Draining => tracing::debug!(%event, "nats connection"),
+                    Event::Disconnected => tracing::warn!(%url, "nats disconnected, reconnecting"),
+                    other => tracing::warn!(event = %other, "nats connection"),
+                }
+            }
+        })
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .connect(config.nats.servers())
