@@ -150,14 +150,15 @@ impl Ingestor {
                 return;
             }
         };
-        if !self
-            .index
-            .wait_for_revision(last, Duration::from_secs(2))
-            .await
-        {
+        // An event matched against an index that lacks a subscription is
+        // lost to it, so wait long (a busy machine can hold the watch back
+        // for seconds), but well inside the events' ack wait.
+        let patience = (self.config.nats.ack_wait / 3).max(Duration::from_secs(2));
+        if !self.index.wait_for_revision(last, patience).await {
             tracing::warn!(
                 revision = last,
-                "subscription index still behind the bucket after 2s"
+                waited = ?patience,
+                "subscription index still behind the bucket; matching against it as it is"
             );
         }
     }
