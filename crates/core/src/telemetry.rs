@@ -9,8 +9,8 @@ use crate::config::{LogFormat, TelemetryConfig};
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(config: &TelemetryConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_directives(&config.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours())
@@ -19,6 +19,18 @@ pub fn init(config: &TelemetryConfig) {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The configured level, with async-nats held to warnings unless the level
+/// names it: the client logs its own connection events at info ("event:
+/// closed" after our "stopped" line), which hookrelay already reports in its
+/// own words (`nats::connect`'s event callback).
+fn default_directives(level: &str) -> String {
+    if level.contains("async_nats") {
+        level.to_owned()
+    } else {
+        format!("{level},async_nats=warn")
+    }
 }
 
 /// Colours only where a person reads them: stderr is a terminal and
@@ -54,6 +66,15 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("inner")]
     struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn async_nats_is_held_to_warnings_unless_named() {
+        assert_eq!(super::default_directives("info"), "info,async_nats=warn");
+        assert_eq!(
+            super::default_directives("info,async_nats=debug"),
+            "info,async_nats=debug"
+        );
+    }
 
     #[test]
     fn an_error_is_one_line_each_cause_once() {
