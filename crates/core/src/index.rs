@@ -146,8 +146,10 @@ impl SubscriptionIndex {
             let mut pause = crate::failure::Backoff::up_to(Duration::from_secs(10));
             while !shutdown.is_cancelled() {
                 if last_revision == 0 {
-                    match store.status().await {
-                        Ok(status) if status.info.state.messages == 0 => {
+                    // Fresh from the server: `kv::Store::status` answers
+                    // the info cached when the bucket was opened.
+                    match store.stream.get_info().await {
+                        Ok(info) if info.state.messages == 0 => {
                             index.loaded.send_replace(true);
                         }
                         Ok(_) => {}

@@ -143,8 +143,10 @@ impl Ingestor {
     /// batch was fetched, so one created a moment before an event matches it
     /// even when this process's KV watch lags (another process wrote it).
     async fn catch_up(&self) {
-        let last = match self.bucket.status().await {
-            Ok(status) => status.info.state.last_sequence,
+        // Asked of the server each time: `kv::Store::status` answers the
+        // info cached when the bucket was opened, which made this a no-op.
+        let last = match self.bucket.stream.get_info().await {
+            Ok(info) => info.state.last_sequence,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the subscriptions bucket's revision");
                 return;
