@@ -214,6 +214,12 @@ pub enum LogFormat {
 pub struct TelemetryConfig {
     pub format: LogFormat,
     pub level: String,
+    /// OTLP/gRPC collector to export spans to (`http://host:4317`); empty:
+    /// no export (the default).
+    pub otlp_endpoint: String,
+    /// How long one export to the collector may take.
+    #[serde(with = "humantime_serde")]
+    pub otlp_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -544,6 +550,23 @@ impl Config {
         if self.redis.mode == RedisMode::Sentinel && self.redis.sentinel_master.is_empty() {
             return invalid("redis.sentinel_master", "is required in sentinel mode");
         }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            match url::Url::parse(&self.telemetry.otlp_endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+                _ => {
+                    return invalid(
+                        "telemetry.otlp_endpoint",
+                        &format!(
+                            "{:?} is not an http(s) URL, e.g. \"http://otel-collector:4317\"",
+                            self.telemetry.otlp_endpoint
+                        ),
+                    )
+                }
+            }
+            if self.telemetry.otlp_timeout.is_zero() {
+                return invalid("telemetry.otlp_timeout", "must be positive");
+            }
+        }
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return invalid("nats.replicas", "must be between 1 and 5");
         }
@@ -672,6 +695,18 @@ mod tests {
             jail.set_env("HOOKRELAY_DISPATCHER__ACK_WAIT", "1s");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("dispatcher.ack_wait"), "{err}");
+            jail.set_env("HOOKRELAY_DISPATCHER__ACK_WAIT", "30s");
+            jail.set_env("HOOKRELAY_TELEMETRY__OTLP_ENDPOINT", "otel-collector:4317");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                r#"configuration: telemetry.otlp_endpoint: "otel-collector:4317" is not an http(s) URL, e.g. "http://otel-collector:4317""#
+            );
+            jail.set_env(
+                "HOOKRELAY_TELEMETRY__OTLP_ENDPOINT",
+                "http://otel-collector:4317",
+            );
+            assert!(Config::load(None).is_ok());
             Ok(())
         });
     }

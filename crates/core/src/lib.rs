@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod names;
 pub mod nats;
 pub mod ordered;
+pub mod otlp;
 pub mod redis;
 pub mod retry;
 pub mod shutdown;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::delivery::{AttemptRecord, DeliveryTask, GiveUp, Outcome, RecordedRequest};
 use hookrelay_core::event::Event;
 use hookrelay_core::failure::{Dependency, FailureKind};
+use hookrelay_core::otlp::{RequestEnd, RequestSpan};
 use hookrelay_core::retry::{self, Next};
 use hookrelay_core::signing::webhook_id;
 use hookrelay_core::subscription::{DeliveryOrder, Subscription};
@@ -234,11 +235,14 @@ impl Dispatcher {
         let timeout = subscription
             .timeout
             .unwrap_or(self.config.dispatcher.default_timeout);
+        let span = RequestSpan::start(&event, &subscription.id, task.attempt, started_at);
         let built = self
             .shapers
             .get(&subscription)
             .map_err(request::BuildError::from)
-            .and_then(|shaper| request::build(&subscription, &shaper, &event, started_at));
+            .and_then(|shaper| {
+                request::build(&subscription, &shaper, &event, started_at, span.header())
+            });
         let (request, result) = match built {
             Ok(request) => {
                 let recorded = request::recorded(&request);
@@ -263,6 +267,18 @@ impl Dispatcher {
         let (own, slot, body) = permits;
         drop((slot, body));
         let status = result.response.as_ref().map(|r| r.status);
+        span.end(RequestEnd {
+            method: request.as_ref().map_or("", |r| r.method.as_str()),
+            url: request
+                .as_ref()
+                .map_or(subscription.url.as_str(), |r| r.url.as_str()),
+            status,
+            outcome: result.outcome.as_str(),
+            success: result.outcome.is_success(),
+            reason: &result.reason,
+            finished_at: started_at
+                + chrono::Duration::from_std(result.duration).unwrap_or_default(),
+        });
         self.limits.settle(
             &subscription.id,
             own,

@@ -56,12 +56,15 @@ impl Shapers {
     }
 }
 
-/// The signed request of `event` to `subscription`, sent at `now`.
+/// The signed request of `event` to `subscription`, sent at `now`, in the
+/// trace `traceparent` names (the request's span, see
+/// [`hookrelay_core::otlp::RequestSpan`]).
 pub fn build(
     subscription: &Subscription,
     shaper: &Shaper,
     event: &Event,
     now: DateTime<Utc>,
+    traceparent: Option<&str>,
 ) -> Result<OutboundRequest, BuildError> {
     let shaped = shaper.shape(event)?;
     let body = Bytes::from(shaped.body);
@@ -93,15 +96,11 @@ pub fn build(
     }
     // The event's trace continues in this request, as a span of its own;
     // a custom header of that name gives way.
-    if let Some(parent) = event
-        .traceparent
-        .as_deref()
-        .and_then(hookrelay_core::trace::TraceParent::parse)
-    {
+    if let Some(traceparent) = traceparent {
         headers.retain(|(name, _)| name.as_str() != hookrelay_core::trace::HEADER);
         headers.push((
             HeaderName::from_static(hookrelay_core::trace::HEADER),
-            header_value(&parent.child()),
+            header_value(traceparent),
         ));
     }
     headers.push((HeaderName::from_static("webhook-id"), header_value(&msg_id)));

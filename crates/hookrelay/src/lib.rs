@@ -130,6 +130,8 @@ pub enum ServeError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Otlp(#[from] hookrelay_core::otlp::OtlpError),
 }
 
 /// What the `hookrelay` binary does: loads the config (`file`, then
@@ -137,9 +139,14 @@ pub enum ServeError {
 pub async fn serve(file: Option<&std::path::Path>, role: Role) -> Result<(), ServeError> {
     let config = Config::load(file)?;
     hookrelay_core::telemetry::init(&config.telemetry);
+    let spans = hookrelay_core::otlp::install(&config.telemetry, role.name())?;
     let listeners = Listeners::bind(&config, role).await?;
     let shutdown = hookrelay_core::shutdown::on_signal();
-    run(config, role, listeners, shutdown).await?;
+    let result = run(config, role, listeners, shutdown).await;
+    if let Some(spans) = spans {
+        spans.shutdown().await;
+    }
+    result?;
     Ok(())
 }
 

@@ -21,26 +21,7 @@ use hookrelay_test_support::servers::free_port;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn dispatcher_process(env: &TestEnv) -> Child {
-    role_process(env, "dispatcher")
-}
-
-fn role_process(env: &TestEnv, role: &str) -> Child {
-    let config = &env.config;
-    Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .arg(role)
-        .env("HOOKRELAY_PREFIX", &config.prefix)
-        .env("HOOKRELAY_NATS__URL", &config.nats.url)
-        .env("HOOKRELAY_REDIS__URL", &config.redis.url)
-        .env("HOOKRELAY_SERVER__HTTP_LISTEN", "127.0.0.1:0")
-        .env("HOOKRELAY_DISPATCHER__DEFAULT_TIMEOUT", "1s")
-        .env("HOOKRELAY_DISPATCHER__ACK_WAIT", "3s")
-        .env("HOOKRELAY_DISPATCHER__CIRCUIT__OPEN_AFTER", "1000000")
-        .env("HOOKRELAY_TELEMETRY__LEVEL", "error")
-        .env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", r#"["127.0.0.0/8"]"#)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the hookrelay dispatcher")
+    role_process(env, "dispatcher", &[])
 }
 
 #[tokio::test]
@@ -481,7 +462,7 @@ async fn nats_killed_and_restarted_mid_load_loses_nothing() {
 async fn an_ingestor_killed_mid_window_loses_no_change() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new();
-    let mut first = role_process(&env, "ingestor");
+    let mut first = role_process(&env, "ingestor", &[]);
     let hr = Harness::start_roles(env, &[Role::Subscriptions, Role::Dispatcher, Role::Logs]).await;
     let receiver = Receiver::start().await;
     // A window long enough that the kill surely falls inside it on a loaded
@@ -536,7 +517,7 @@ async fn an_ingestor_killed_mid_window_loses_no_change() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _second = role_process(&hr.env, "ingestor");
+    let _second = role_process(&hr.env, "ingestor", &[]);
     let request = receiver
         .wait_for(1, Duration::from_secs(30))
         .await

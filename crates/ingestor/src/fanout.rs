@@ -154,6 +154,7 @@ impl Ingestor {
                 .with_label_values(&[&event.tenant, &event.event_type])
                 .inc();
             let matches = self.index.matching(&event);
+            hookrelay_core::otlp::ingest(&event, &message.subject, matches.len());
             if matches.is_empty() {
                 continue;
             }

@@ -48,7 +48,7 @@ pub async fn send(
     let shaper = Shapers::default()
         .get(subscription)
         .map_err(|e| ApiError::invalid(format!("subscription.request.{}", e.field), e.message))?;
-    let outbound = request::build(subscription, &shaper, event, Utc::now())
+    let outbound = request::build(subscription, &shaper, event, Utc::now(), None)
         .map_err(|e| ApiError::invalid("subscription.request", e.to_string()))?;
     let recorded = request::recorded(&outbound);
     let timeout = subscription.timeout.unwrap_or(timeout);

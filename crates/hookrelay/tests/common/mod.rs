@@ -4,12 +4,14 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::time::Duration;
 
 use hookrelay_proto::v1 as pb;
+use hookrelay_test_support::TestEnv;
 use hookrelay_test_support::{eventually, Receiver, Recorded, Reply};
 use hookrelay_tests::Harness;
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 
 /// Events of one load.
 pub const EVENTS: usize = 200;
@@ -119,4 +121,26 @@ pub async fn kill_mid_load(process: &mut Child, receiver: &Receiver, requests: u
     process.start_kill().expect("SIGKILL");
     process.wait().await.unwrap();
     receiver.requests().len()
+}
+
+/// The `hookrelay` binary running `role` against `env`'s servers and prefix,
+/// with `vars` added to its environment; killed when dropped.
+pub fn role_process(env: &TestEnv, role: &str, vars: &[(&str, &str)]) -> Child {
+    let config = &env.config;
+    Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .arg(role)
+        .env("HOOKRELAY_PREFIX", &config.prefix)
+        .env("HOOKRELAY_NATS__URL", &config.nats.url)
+        .env("HOOKRELAY_REDIS__URL", &config.redis.url)
+        .env("HOOKRELAY_SERVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("HOOKRELAY_DISPATCHER__DEFAULT_TIMEOUT", "1s")
+        .env("HOOKRELAY_DISPATCHER__ACK_WAIT", "3s")
+        .env("HOOKRELAY_DISPATCHER__CIRCUIT__OPEN_AFTER", "1000000")
+        .env("HOOKRELAY_TELEMETRY__LEVEL", "error")
+        .env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", r#"["127.0.0.0/8"]"#)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("start the hookrelay {role}: {error}"))
 }
