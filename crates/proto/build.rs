@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "hookrelay/v1/subscriptions.proto",
         "hookrelay/v1/logs.proto",
+        "hookrelay/v1/event_types.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

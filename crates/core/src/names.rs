@@ -134,6 +134,12 @@ impl Names {
         format!("{}_tenants", self.prefix)
     }
 
+    /// KV bucket holding the event-type catalog: `t.<tenant>.<type>`,
+    /// `g.<type>` (the global catalog) and `s.<tenant>` (catalog settings).
+    pub fn event_types_bucket(&self) -> String {
+        format!("{}_event_types", self.prefix)
+    }
+
     /// Durable consumer name of a service on its input stream.
     pub fn consumer(&self, service: &str) -> String {
         format!("{}_{service}", self.prefix)
@@ -195,7 +201,7 @@ impl Names {
     }
 
     /// Every stream this installation owns.
-    pub fn streams(&self) -> [String; 7] {
+    pub fn streams(&self) -> [String; 8] {
         [
             self.events_stream(),
             self.batches_stream(),
@@ -204,6 +210,7 @@ impl Names {
             self.dlq_stream(),
             format!("KV_{}", self.subscriptions_bucket()),
             format!("KV_{}", self.tenants_bucket()),
+            format!("KV_{}", self.event_types_bucket()),
         ]
     }
 }

@@ -164,6 +164,14 @@ pub async fn tenants_bucket(
     bucket(js, config, config.names().tenants_bucket()).await
 }
 
+/// The event-type catalog bucket, created if missing.
+pub async fn event_types_bucket(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<kv::Store, NatsError> {
+    bucket(js, config, config.names().event_types_bucket()).await
+}
+
 /// A KV bucket of this installation at `nats.replicas`, created if missing.
 async fn bucket(
     js: &jetstream::Context,
