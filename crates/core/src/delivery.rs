@@ -278,6 +278,10 @@ pub struct AttemptRecord {
     /// The W3C trace the request continued (the event's `traceparent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The first way the event's `data` breaks its type's current schema,
+    /// when the type validates in `warn` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_violation: Option<String>,
 }
 
 impl AttemptRecord {
@@ -370,6 +374,7 @@ mod tests {
             source: Source::Event,
             redelivery: false,
             trace_id: None,
+            schema_violation: None,
         };
         let json = record.to_json_within(100_000);
         assert!(json.len() <= 100_000, "{}", json.len());

@@ -698,6 +698,7 @@ impl Dispatcher {
                 .as_deref()
                 .and_then(hookrelay_core::trace::TraceParent::parse)
                 .map(|parent| parent.trace_id),
+            schema_violation: None,
         }
     }
 

@@ -77,6 +77,7 @@ pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
         }
         .to_owned(),
         trace_id: record.trace_id.unwrap_or_default(),
+        schema_violation: record.schema_violation.unwrap_or_default(),
     }
 }
 

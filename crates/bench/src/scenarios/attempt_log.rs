@@ -57,6 +57,7 @@ fn record(tenant: u64, subscription_id: &str, n: u64, per_tenant: u64, base_ms: 
         source: Default::default(),
         redelivery: false,
         trace_id: None,
+        schema_violation: None,
     };
     Bytes::from(serde_json::to_vec(&record).expect("records serialize"))
 }
