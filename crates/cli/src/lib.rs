@@ -1,6 +1,7 @@
 //! hookctl: the admin CLI of hookrelay, over its gRPC API and NATS.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod commands;
 pub mod connect;
 pub mod output;
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-/// Manage hookrelay subscriptions, read delivery logs, publish test events.
+/// Manage hookrelay subscriptions and the event-type catalog, read delivery
+/// logs, publish test events.
 #[derive(Debug, Parser)]
 #[command(name = "hookctl", version)]
 pub struct Cli {
@@ -75,6 +77,10 @@ pub enum Command {
     /// Create, read, list, change and delete subscriptions.
     #[command(subcommand, alias = "sub")]
     Subscription(Box<commands::subscription::SubscriptionCommand>),
+    /// The event-type catalog: types, their schemas and examples, how
+    /// strictly ingest checks them.
+    #[command(subcommand, alias = "event-types")]
+    EventType(commands::event_type::EventTypeCommand),
     /// Read delivery attempts.
     #[command(subcommand)]
     Attempts(commands::attempts::AttemptsCommand),
@@ -166,6 +172,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Subscription(command) => {
             commands::subscription::run(&server, cli.json, *command, &mut out).await
+        }
+        Command::EventType(command) => {
+            commands::event_type::run(&server, cli.json, command, &mut out).await
         }
         Command::Attempts(command) => {
             commands::attempts::run(&server, cli.json, command, &mut out).await

@@ -374,7 +374,14 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
             ]
         })
         .collect();
-    fitted_table(out, &header, rows, terminal_width())
+    fitted_table(
+        out,
+        &header,
+        rows,
+        terminal_width(),
+        REASONS_CUT,
+        Layout::Bordered,
+    )
 }
 
 fn status(a: &pb::Attempt) -> String {
@@ -408,7 +415,7 @@ pub fn failures_table(
             ]
         })
         .collect();
-    fitted_table(out, &header, rows, width)
+    fitted_table(out, &header, rows, width, REASONS_CUT, Layout::Bordered)
 }
 
 /// The width tables fit: `COLUMNS`, else the terminal's; none when stdout
@@ -431,20 +438,40 @@ pub fn terminal_width() -> Option<usize> {
 /// The narrowest a cut last column gets, however wide the others are.
 const MIN_LAST_COLUMN: usize = 12;
 
+const REASONS_CUT: &str =
+    "reasons cut to fit: `hookctl attempts get <ID>` or --json shows them whole";
+
+/// How a fitted table is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// As every table: borders, a space either side of each cell.
+    Bordered,
+    /// No borders, two spaces between columns: six columns of a list and
+    /// some of the last still fit 80.
+    Plain,
+}
+
 /// A table whose last column (a reason: reqwest's whole error chain can
-/// run to hundreds of characters) is cut with `…` so each line fits
-/// `width`; a note says where the whole text is.
+/// run to hundreds of characters; a description) is cut with `…` so each
+/// line fits `width`; `note` says where the whole text is.
 fn fitted_table(
     out: &mut impl Write,
     header: &[&str],
     mut rows: Vec<Vec<String>>,
     width: Option<usize>,
+    note: &str,
+    layout: Layout,
 ) -> anyhow::Result<()> {
     let mut cut = false;
+    // Around each cell: a space either side and a border, or two spaces
+    // after it (none after the last).
+    let (outer, around, last_around, min_last) = match layout {
+        Layout::Bordered => (1, 3, 3, MIN_LAST_COLUMN),
+        Layout::Plain => (0, 2, 0, MIN_LAST_COLUMN - 2),
+    };
     if let Some(width) = width {
         let last = header.len() - 1;
-        // Each column: its widest cell, a space either side, a border.
-        let others: usize = 1
+        let others: usize = outer
             + (0..last)
                 .map(|i| {
                     rows.iter()
@@ -452,12 +479,12 @@ fn fitted_table(
                         .chain([header[i].chars().count()])
                         .max()
                         .unwrap_or(0)
-                        + 3
+                        + around
                 })
                 .sum::<usize>();
         let room = width
-            .saturating_sub(others + 3)
-            .max(MIN_LAST_COLUMN)
+            .saturating_sub(others + last_around)
+            .max(min_last)
             .max(header[last].chars().count());
         for row in &mut rows {
             if row[last].chars().count() > room {
@@ -467,15 +494,24 @@ fn fitted_table(
         }
     }
     let mut t = table(header);
+    if layout == Layout::Plain {
+        t.load_preset(comfy_table::presets::NOTHING);
+        for column in t.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        if let Some(column) = t.column_mut(header.len() - 1) {
+            column.set_padding((0, 0));
+        }
+    }
     for row in rows {
         t.add_row(row);
     }
-    writeln!(out, "{t}")?;
+    let text = t.to_string();
+    for line in text.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
     if cut {
-        writeln!(
-            out,
-            "reasons cut to fit: `hookctl attempts get <ID>` or --json shows them whole"
-        )?;
+        writeln!(out, "{note}")?;
     }
     Ok(())
 }
@@ -546,6 +582,181 @@ pub fn exchange(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<()> {
         }
         None => writeln!(out, "\n(no response)")?,
     }
+    Ok(())
+}
+
+/// `global`, or `tenant <name>`.
+fn scope_of(t: &pb::EventType) -> String {
+    if t.global {
+        "global".into()
+    } else {
+        format!("tenant {}", t.tenant)
+    }
+}
+
+/// A schema or example as the API holds it (JSON text), as JSON; text
+/// that is not JSON stays a string, an empty schema is null.
+fn embedded(text: &str) -> Value {
+    if text.trim().is_empty() {
+        return Value::Null;
+    }
+    crate::catalog::parse_text(text).unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+pub fn event_type_json(t: &pb::EventType) -> Value {
+    let current = t.versions.last().map(|v| v.version);
+    let versions: Vec<Value> = t
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "current": Some(v.version) == current,
+                "schema": embedded(&v.schema),
+                "examples": v.examples.iter().map(|e| embedded(e)).collect::<Vec<_>>(),
+                "created_at": time(&v.created_at),
+            })
+        })
+        .collect();
+    json!({
+        "name": t.name,
+        "scope": if t.global { "global" } else { "tenant" },
+        "tenant": t.tenant,
+        "global": t.global,
+        "description": t.description,
+        "validation": crate::catalog::Validation::of(t.validation).as_str(),
+        "archived": t.archived,
+        "current_version": current,
+        "versions": versions,
+        "created_at": time(&t.created_at),
+        "updated_at": time(&t.updated_at),
+        "revision": t.revision,
+    })
+}
+
+fn pretty(text: &str) -> String {
+    match crate::catalog::parse_text(text) {
+        Some(value) => serde_json::to_string_pretty(&value).unwrap_or_else(|_| text.to_owned()),
+        None => text.to_owned(),
+    }
+}
+
+/// One event type: its fields, then each version (oldest first, the
+/// current marked) with its schema and examples pretty-printed.
+pub fn event_type_details(out: &mut impl Write, t: &pb::EventType) -> anyhow::Result<()> {
+    let v = event_type_json(t);
+    let mut table = table(&["FIELD", "VALUE"]);
+    for (field, value) in [
+        ("name", t.name.clone()),
+        ("scope", scope_of(t)),
+        ("description", t.description.clone()),
+        ("validation", text(&v["validation"])),
+        ("archived", t.archived.to_string()),
+        (
+            "current version",
+            v["current_version"]
+                .as_u64()
+                .map_or("-".into(), |n| n.to_string()),
+        ),
+        ("created", text(&v["created_at"])),
+        ("updated", text(&v["updated_at"])),
+        ("revision", t.revision.to_string()),
+    ] {
+        table.add_row(vec![field.to_owned(), value]);
+    }
+    writeln!(out, "{table}")?;
+    let current = t.versions.last().map(|v| v.version);
+    for version in &t.versions {
+        let mark = if Some(version.version) == current {
+            " (current)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "\nversion {}{mark}, created {}",
+            version.version,
+            text(&time(&version.created_at))
+        )?;
+        if version.schema.trim().is_empty() {
+            writeln!(out, "schema: none (any object)")?;
+        } else {
+            writeln!(out, "schema:\n{}", pretty(&version.schema))?;
+        }
+        if version.examples.is_empty() {
+            writeln!(out, "examples: none")?;
+        }
+        for (i, example) in version.examples.iter().enumerate() {
+            writeln!(out, "example {}:\n{}", i + 1, pretty(example))?;
+        }
+    }
+    Ok(())
+}
+
+/// Event types, a line each within `width` columns (the description cut
+/// to fit), without borders: bordered, the six headers alone leave no room
+/// for a description in 80 columns.
+pub fn event_types_table(
+    out: &mut impl Write,
+    types: &[pb::EventType],
+    width: Option<usize>,
+) -> anyhow::Result<()> {
+    let header = [
+        "NAME",
+        "SCOPE",
+        "VERSION",
+        "VALIDATION",
+        "ARCHIVED",
+        "DESCRIPTION",
+    ];
+    let rows = types
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                if t.global { "global" } else { "tenant" }.to_owned(),
+                t.versions
+                    .last()
+                    .map_or("-".into(), |v| v.version.to_string()),
+                crate::catalog::Validation::of(t.validation)
+                    .as_str()
+                    .to_owned(),
+                if t.archived { "yes" } else { "no" }.to_owned(),
+                t.description.clone(),
+            ]
+        })
+        .collect();
+    fitted_table(
+        out,
+        &header,
+        rows,
+        width,
+        "descriptions cut: `hookctl event-type get NAME` or --json shows them whole",
+        Layout::Plain,
+    )
+}
+
+/// A tenant's catalog settings.
+pub fn catalog_settings(
+    out: &mut impl Write,
+    as_json: bool,
+    s: &pb::CatalogSettings,
+) -> anyhow::Result<()> {
+    if as_json {
+        return print_json(out, &json!({"tenant": s.tenant, "strict": s.strict}));
+    }
+    let mut t = table(&["FIELD", "VALUE"]);
+    t.add_row(vec!["tenant".to_owned(), s.tenant.clone()]);
+    t.add_row(vec![
+        "strict".to_owned(),
+        if s.strict {
+            "true (subscriptions may name only catalogued, unarchived event types)"
+        } else {
+            "false (subscriptions may name any event type)"
+        }
+        .to_owned(),
+    ]);
+    writeln!(out, "{t}")?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod attempts;
+pub mod event_type;
 pub mod events;
 pub mod logs;
 pub mod publish;
