@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use hookrelay::{Listeners, Role, StartError};
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient;
+use hookrelay_proto::v1::event_types_client::EventTypesClient;
 use hookrelay_proto::v1::subscriptions_client::SubscriptionsClient;
 use hookrelay_test_support::{eventually, TestEnv};
 use tokio::task::JoinHandle;
@@ -127,6 +128,19 @@ impl Harness {
     /// Subscriptions client with `token`.
     pub async fn subscriptions_as(&self, token: &str) -> SubscriptionsClient<Authed> {
         SubscriptionsClient::with_interceptor(
+            self.channel(self.grpc_addr).await,
+            Bearer::new(Some(token)).expect("ASCII token"),
+        )
+    }
+
+    /// Event-type catalog client with the admin token.
+    pub async fn event_types(&self) -> EventTypesClient<Authed> {
+        self.event_types_as(TestEnv::ADMIN_TOKEN).await
+    }
+
+    /// Event-type catalog client with `token`.
+    pub async fn event_types_as(&self, token: &str) -> EventTypesClient<Authed> {
+        EventTypesClient::with_interceptor(
             self.channel(self.grpc_addr).await,
             Bearer::new(Some(token)).expect("ASCII token"),
         )

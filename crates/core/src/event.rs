@@ -26,6 +26,14 @@ pub enum EventError {
         field: &'static str,
         message: String,
     },
+    /// Refused by its type's schema, the type validating in `reject` mode.
+    #[error("data does not match the schema of {event_type} v{version}: {violation}")]
+    Schema {
+        event_type: String,
+        version: u32,
+        /// The first violation: `data.course_id: "42" is not of type "integer"`.
+        violation: String,
+    },
 }
 
 impl EventError {
@@ -37,6 +45,7 @@ impl EventError {
             EventError::NotJson(_) | EventError::NotObject => "not_json_object",
             EventError::MissingData | EventError::DataNotObject => "bad_data",
             EventError::Field { .. } => "bad_field",
+            EventError::Schema { .. } => "schema",
         }
     }
 }

@@ -63,12 +63,13 @@ pub const GIVE_UPS: [GiveUp; 6] = [
 ];
 
 /// Every [`EventError::kind`] (`hookrelay_dlq_total{source="events", reason}`).
-pub const EVENT_ERROR_KINDS: [&str; 5] = [
+pub const EVENT_ERROR_KINDS: [&str; 6] = [
     "too_large",
     "bad_subject",
     "not_json_object",
     "bad_data",
     "bad_field",
+    "schema",
 ];
 
 /// Fails to compile when a variant is added to one of the enums above
@@ -104,7 +105,8 @@ fn every_variant_is_listed(outcome: Outcome, give_up: GiveUp, error: &EventError
         | EventError::NotObject
         | EventError::MissingData
         | EventError::DataNotObject
-        | EventError::Field { .. } => EVENT_ERROR_KINDS.len(),
+        | EventError::Field { .. }
+        | EventError::Schema { .. } => EVENT_ERROR_KINDS.len(),
     };
     outcome + give_up + error
 }

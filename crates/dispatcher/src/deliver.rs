@@ -698,7 +698,22 @@ impl Dispatcher {
                 .as_deref()
                 .and_then(hookrelay_core::trace::TraceParent::parse)
                 .map(|parent| parent.trace_id),
-            schema_violation: None,
+            schema_violation: self.schema_violation(event),
+        }
+    }
+
+    /// How the event breaks its type's schema, where the type validates in
+    /// `warn` mode (under `reject` such events never reach delivery).
+    fn schema_violation(&self, event: &Event) -> Option<String> {
+        let known = self.catalog.lookup(&event.tenant, &event.event_type)?;
+        if known.validation != hookrelay_catalog::model::Validation::Warn {
+            return None;
+        }
+        match known.check(&event.data) {
+            hookrelay_catalog::Check::Invalid(violation) => {
+                Some(format!("{} v{}: {violation}", known.name, known.version))
+            }
+            _ => None,
         }
     }
 

@@ -51,6 +51,7 @@ pub struct Dispatcher {
     js: jetstream::Context,
     index: Arc<SubscriptionIndex>,
     bucket: kv::Store,
+    catalog: Arc<hookrelay_catalog::CatalogIndex>,
     sender: Sender,
     metrics: Metrics,
     ready: Flag,
@@ -82,6 +83,9 @@ pub struct Parts {
     pub js: jetstream::Context,
     pub index: Arc<SubscriptionIndex>,
     pub bucket: kv::Store,
+    /// The event-type catalog: attempts of events whose type validates in
+    /// `warn` mode carry the schema violation.
+    pub catalog: Arc<hookrelay_catalog::CatalogIndex>,
     pub schedule: RetrySchedule,
     /// Shared with the ingestor of this process, which fills them.
     pub ordered: Arc<ordered::OrderedQueues>,
@@ -118,6 +122,7 @@ impl Dispatcher {
             config: parts.config,
             index: parts.index,
             bucket: parts.bucket,
+            catalog: parts.catalog,
             sender: parts.sender,
             metrics: parts.metrics,
             ready: parts.ready,

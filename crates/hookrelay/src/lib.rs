@@ -253,6 +253,20 @@ async fn run_until_stopped(
         return Ok(());
     };
 
+    let Some(catalog_bucket) = retry_until(&shutdown, "open event-type catalog bucket", || {
+        hookrelay_core::nats::event_types_bucket(&js, &config)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let catalog = hookrelay_catalog::CatalogIndex::new();
+    if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) || role.runs(Role::Subscriptions) {
+        catalog.spawn_watcher(catalog_bucket.clone(), work.clone());
+        let loaded = catalog.clone();
+        health.check("catalog index", move || loaded.is_loaded());
+    }
+
     let index = SubscriptionIndex::new();
     if role.runs(Role::Ingestor) || role.runs(Role::Dispatcher) {
         index.spawn_watcher(bucket.clone(), work.clone());
@@ -295,6 +309,7 @@ async fn run_until_stopped(
             js: js.clone(),
             index: index.clone(),
             bucket: bucket.clone(),
+            catalog: catalog.clone(),
             schedule: RetrySchedule::new(&config.names(), redis.clone()),
             sender: hookrelay_dispatcher::Sender::new(
                 config.limits.max_response_body_bytes,
@@ -314,6 +329,8 @@ async fn run_until_stopped(
             config: config.clone(),
             js: js.clone(),
             index: index.clone(),
+            catalog: catalog.clone(),
+            catalog_bucket: catalog_bucket.clone(),
             metrics: hookrelay_ingestor::Metrics::register(&registry)?,
             ready: health.flag("ingestor"),
             batcher: hookrelay_ingestor::batch::Batcher::new(config.names(), redis.clone()),
@@ -376,10 +393,17 @@ async fn run_until_stopped(
                 .map(|sender| {
                     let store = Store::new(bucket.clone(), tenants.clone());
                     tasks.spawn(store.clone().keep_indexed(work.clone()));
-                    SubscriptionService::new(store, sender, &config)
+                    let catalog = hookrelay_subscriptions::Catalog {
+                        index: catalog.clone(),
+                        bucket: catalog_bucket.clone(),
+                    };
+                    SubscriptionService::new(store, sender, catalog, &config)
                 })
             })
             .transpose()?;
+        let event_types = role
+            .runs(Role::Subscriptions)
+            .then(|| hookrelay_subscriptions::EventTypeService::new(catalog_bucket.clone()));
         let logs = attempt_index.map(|index| {
             let replayer = hookrelay_logs::Replayer {
                 config: config.clone(),
@@ -388,7 +412,7 @@ async fn run_until_stopped(
             };
             LogService::new(replayer, bucket.clone())
         });
-        let grpc = startup::grpc_router(subscriptions, logs, auth.clone(), &registry)
+        let grpc = startup::grpc_router(subscriptions, event_types, logs, auth.clone(), &registry)
             .await
             .map_err(StartError::Serve)?;
         let stop = shutdown.clone();

@@ -8,8 +8,9 @@ use hookrelay_core::redis::Redis;
 use hookrelay_logs::LogService;
 use hookrelay_proto::auth::Authenticator;
 use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
+use hookrelay_proto::v1::event_types_server::EventTypesServer;
 use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
-use hookrelay_subscriptions::SubscriptionService;
+use hookrelay_subscriptions::{EventTypeService, SubscriptionService};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -187,6 +188,7 @@ pub fn upgrade_redis_keys(
 /// the gRPC server metrics registered on `registry`.
 pub async fn grpc_router(
     subscriptions: Option<SubscriptionService>,
+    event_types: Option<EventTypeService>,
     logs: Option<LogService>,
     auth: Authenticator,
     registry: &prometheus::Registry,
@@ -199,6 +201,9 @@ pub async fn grpc_router(
     ];
     if subscriptions.is_some() {
         served.push(SubscriptionsServer::<SubscriptionService>::NAME);
+    }
+    if event_types.is_some() {
+        served.push(EventTypesServer::<EventTypeService>::NAME);
     }
     if logs.is_some() {
         served.push(DeliveryLogsServer::<LogService>::NAME);
@@ -231,6 +236,11 @@ pub async fn grpc_router(
             .set_serving::<SubscriptionsServer<SubscriptionService>>()
             .await;
     }
+    if event_types.is_some() {
+        reporter
+            .set_serving::<EventTypesServer<EventTypeService>>()
+            .await;
+    }
     if logs.is_some() {
         reporter
             .set_serving::<DeliveryLogsServer<LogService>>()
@@ -246,6 +256,13 @@ pub async fn grpc_router(
         let auth = auth.clone();
         routes.add_service(tonic::service::interceptor::InterceptedService::new(
             subscriptions.into_server(),
+            move |request| auth.check(request),
+        ));
+    }
+    if let Some(event_types) = event_types {
+        let auth = auth.clone();
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            event_types.into_server(),
             move |request| auth.check(request),
         ));
     }

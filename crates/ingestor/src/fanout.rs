@@ -149,6 +149,13 @@ impl Ingestor {
                     continue;
                 }
             };
+            if let Err(error) = self.check_schema(&event) {
+                let publish = self.dead_letter(message, seq, &error);
+                let subject = names.dlq_subject("events");
+                self.queue(&mut pending, &mut fates, i, subject, publish, None)
+                    .await;
+                continue;
+            }
             self.metrics
                 .events
                 .with_label_values(&[&event.tenant, &event.event_type])
@@ -370,6 +377,36 @@ impl Ingestor {
 
     /// The DLQ entry of a message that is not an event: its body (cut to
     /// what NATS takes beside the headers) and why.
+    /// Checks a catalogued event against its type's current schema: an
+    /// invalid one is counted, and refused where the type rejects.
+    fn check_schema(&self, event: &Event) -> Result<(), EventError> {
+        use hookrelay_catalog::{model::Validation, Check};
+        let Some(known) = self.catalog.lookup(&event.tenant, &event.event_type) else {
+            return Ok(());
+        };
+        let result = match known.check(&event.data) {
+            Check::Unchecked => return Ok(()),
+            Check::Valid => "valid",
+            Check::Invalid(violation) if known.validation == Validation::Reject => {
+                self.metrics
+                    .schema
+                    .with_label_values(&[&event.tenant, &event.event_type, "rejected"])
+                    .inc();
+                return Err(EventError::Schema {
+                    event_type: known.name.clone(),
+                    version: known.version,
+                    violation: violation.to_string(),
+                });
+            }
+            Check::Invalid(_) => "invalid",
+        };
+        self.metrics
+            .schema
+            .with_label_values(&[&event.tenant, &event.event_type, result])
+            .inc();
+        Ok(())
+    }
+
     fn dead_letter(
         &self,
         message: &Message,

@@ -46,6 +46,11 @@ pub struct Ingestor {
     pub config: Arc<Config>,
     pub js: jetstream::Context,
     pub index: Arc<SubscriptionIndex>,
+    /// The event-type catalog: events of a type that validates are
+    /// checked against its schema before fan-out.
+    pub catalog: Arc<hookrelay_catalog::CatalogIndex>,
+    /// The catalog's bucket, to know how far its index must have caught up.
+    pub catalog_bucket: async_nats::jetstream::kv::Store,
     pub metrics: Metrics,
     pub ready: Flag,
     pub batcher: batch::Batcher,
@@ -139,16 +144,36 @@ impl Ingestor {
         }
     }
 
-    /// Waits until the index holds every subscription written before this
-    /// batch was fetched, so one created a moment before an event matches it
-    /// even when this process's KV watch lags (another process wrote it).
+    /// Waits until the indexes hold every subscription and event type
+    /// written before this batch was fetched, so one created a moment
+    /// before an event applies to it even when this process's KV watches
+    /// lag (another process wrote it).
     async fn catch_up(&self) {
+        tokio::join!(
+            self.index_catch_up("subscription", &self.bucket, |last, patience| {
+                self.index.wait_for_revision(last, patience)
+            }),
+            self.index_catch_up("event-type", &self.catalog_bucket, |last, patience| {
+                self.catalog.wait_for_revision(last, patience)
+            }),
+        );
+    }
+
+    async fn index_catch_up<F, Fut>(
+        &self,
+        what: &str,
+        bucket: &async_nats::jetstream::kv::Store,
+        wait: F,
+    ) where
+        F: FnOnce(u64, Duration) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         // Asked of the server each time: `kv::Store::status` answers the
         // info cached when the bucket was opened, which made this a no-op.
-        let last = match self.bucket.stream.get_info().await {
+        let last = match bucket.stream.get_info().await {
             Ok(info) => info.state.last_sequence,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the subscriptions bucket's revision");
+                tracing::warn!(%error, "cannot read the {what} bucket's revision");
                 return;
             }
         };
@@ -156,11 +181,11 @@ impl Ingestor {
         // lost to it, so wait long (a busy machine can hold the watch back
         // for seconds), but well inside the events' ack wait.
         let patience = (self.config.nats.ack_wait / 3).max(Duration::from_secs(2));
-        if !self.index.wait_for_revision(last, patience).await {
+        if !wait(last, patience).await {
             tracing::warn!(
                 revision = last,
                 waited = ?patience,
-                "subscription index still behind the bucket; matching against it as it is"
+                "{what} index still behind its bucket; matching against it as it is"
             );
         }
     }

@@ -8,6 +8,9 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub tasks: IntCounterVec,
     pub dlq: IntCounterVec,
+    /// Events of catalogued types checked against their schema, by result:
+    /// `valid`, `invalid` (delivered, `warn`) or `rejected` (dead-lettered).
+    pub schema: IntCounterVec,
     /// Batches flushed into delivery tasks.
     pub batches: prometheus::IntCounter,
     /// First attempts handed to the dispatcher in process, and those of
@@ -44,6 +47,14 @@ impl Metrics {
         for reason in hookrelay_core::metrics::EVENT_ERROR_KINDS {
             dlq.with_label_values(&["events", reason]);
         }
+        let schema = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_schema_validations_total",
+                "Events of catalogued types checked against their type's schema, by result (valid, invalid, rejected)",
+            ),
+            &["tenant", "event_type", "result"],
+        )?;
+        registry.register(Box::new(schema.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
         let batches = prometheus::IntCounter::new(
@@ -66,6 +77,7 @@ impl Metrics {
             events,
             tasks,
             dlq,
+            schema,
             batches,
             handed_over,
             spilled,

@@ -23,6 +23,18 @@ pub enum ApiError {
     },
     #[error("subscription {0} was changed concurrently: read it again and retry")]
     Conflict(String),
+    /// Not found; the message names what.
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Exists(String),
+    /// A write refused because it would break what the current state
+    /// promises (a schema change that is not backward compatible).
+    #[error("{0}")]
+    Incompatible(String),
+    /// A write based on a revision that is no longer current.
+    #[error("{0}")]
+    Stale(String),
     #[error("subscription store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -50,7 +62,9 @@ impl From<ApiError> for Status {
         let code = match &error {
             ApiError::Invalid { .. } => Code::InvalidArgument,
             ApiError::Unimplemented { .. } => Code::Unimplemented,
-            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::NotFound(_) | ApiError::Missing(_) => Code::NotFound,
+            ApiError::Exists(_) => Code::AlreadyExists,
+            ApiError::Incompatible(_) | ApiError::Stale(_) => Code::FailedPrecondition,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::StaleRevision { .. } | ApiError::Conflict(_) => Code::FailedPrecondition,

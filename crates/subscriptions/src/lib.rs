@@ -4,6 +4,7 @@
 
 pub mod batch_spec;
 pub mod error;
+pub mod event_types;
 pub mod request_spec;
 pub mod retry_policy;
 pub mod service;
@@ -11,5 +12,6 @@ pub mod store;
 pub mod test_event;
 pub mod validate;
 
+pub use event_types::{Catalog, EventTypeService};
 pub use service::SubscriptionService;
 pub use store::Store;

@@ -13,6 +13,7 @@ use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServ
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
+use crate::event_types::Catalog;
 use crate::store::Store;
 use crate::validate::{self, Spec};
 
@@ -27,15 +28,22 @@ pub struct SubscriptionService {
     default_timeout: Duration,
     max_per_tenant: usize,
     in_flight: validate::InFlightBounds,
+    catalog: Catalog,
 }
 
 impl SubscriptionService {
     /// `sender` serves SendTestEvent; `config` gives the defaults and
     /// limits subscriptions are checked against.
-    pub fn new(store: Store, sender: Sender, config: &hookrelay_core::Config) -> Self {
+    pub fn new(
+        store: Store,
+        sender: Sender,
+        catalog: Catalog,
+        config: &hookrelay_core::Config,
+    ) -> Self {
         Self {
             store,
             sender,
+            catalog,
             default_timeout: config.dispatcher.default_timeout,
             max_per_tenant: config.limits.max_subscriptions_per_tenant,
             in_flight: validate::InFlightBounds::of(config),
@@ -49,6 +57,26 @@ impl SubscriptionService {
             .check_url(url)
             .await
             .map_err(|m| ApiError::invalid("subscription.url", m))
+    }
+
+    /// Where the tenant's catalog is strict, every pattern must match a
+    /// catalogued type that is not archived.
+    async fn check_catalogued(&self, tenant: &str, patterns: &[String]) -> Result<(), ApiError> {
+        let index = self.catalog.caught_up().await?;
+        if !index.settings(tenant).strict {
+            return Ok(());
+        }
+        for (i, pattern) in patterns.iter().enumerate() {
+            if !index.has_match(tenant, pattern) {
+                return Err(ApiError::invalid(
+                    format!("subscription.event_types[{i}]"),
+                    format!(
+                        "{pattern:?} matches no event type of tenant {tenant}'s catalog, which is strict: create the type first (EventTypes.CreateEventType) or make the catalog not strict"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A subscription the caller may see; another tenant's is NOT_FOUND,
@@ -181,6 +209,8 @@ impl Subscriptions for SubscriptionService {
         }
         let spec = validate::spec(&input)?;
         self.in_flight.check(&spec)?;
+        self.check_catalogued(&spec.tenant, &spec.event_types)
+            .await?;
         self.check_destination(&spec.url).await?;
         let now = Utc::now();
         let secret = generate_secret();
@@ -286,6 +316,10 @@ impl Subscriptions for SubscriptionService {
             )
             .into());
         }
+        if spec.event_types != sub.event_types {
+            self.check_catalogued(&spec.tenant, &spec.event_types)
+                .await?;
+        }
         if spec.url != sub.url {
             self.check_destination(&spec.url).await?;
         }
@@ -317,7 +351,9 @@ impl Subscriptions for SubscriptionService {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let sub = self.visible(&caller, &request.id).await?;
-        let event = crate::test_event::event_for(&sub, &request.event_type, &request.data)?;
+        let catalog = self.catalog.caught_up().await?;
+        let event =
+            crate::test_event::event_for(&sub, &request.event_type, &request.data, catalog)?;
         let response =
             crate::test_event::send(&self.sender, self.default_timeout, &sub, &event).await?;
         tracing::info!(subscription = %sub.id, outcome = %response.outcome, "test event sent");

@@ -11,11 +11,13 @@ use hookrelay_template::{sample_event, sample_event_type};
 
 use crate::error::ApiError;
 
-/// The event to send: `event_type` and `data` if given, else a sample.
+/// The event to send: `event_type` and `data` if given; else the type's
+/// first example from the catalog (current version), else a sample.
 pub fn event_for(
     subscription: &Subscription,
     event_type: &str,
     data: &str,
+    catalog: &hookrelay_catalog::CatalogIndex,
 ) -> Result<Event, ApiError> {
     let event_type = if event_type.is_empty() {
         sample_event_type(&subscription.event_types)
@@ -26,6 +28,13 @@ pub fn event_for(
     };
     let mut event = sample_event(&subscription.tenant, &event_type);
     event.id = format!("evt_test_{}", ulid::Ulid::new());
+    let example = catalog
+        .lookup(&subscription.tenant, &event_type)
+        .and_then(|known| known.examples.first().cloned());
+    let data = match (data.is_empty(), &example) {
+        (true, Some(example)) => example.as_str(),
+        _ => data,
+    };
     if !data.is_empty() {
         let value: Box<serde_json::value::RawValue> = serde_json::from_str(data)
             .map_err(|e| ApiError::invalid("data", format!("not valid JSON: {e}")))?;

@@ -144,6 +144,7 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         "Dependencies",
         "gRPC requests by code",
         "gRPC latency",
+        "Schema validation by type and result",
     ] {
         assert!(
             titles.contains(&wanted),
@@ -158,7 +159,10 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         .iter()
         .filter_map(|v| v["name"].as_str())
         .collect();
-    assert_eq!(variables, ["datasource", "job", "instance", "tenant"]);
+    assert_eq!(
+        variables,
+        ["datasource", "job", "instance", "tenant", "event_type"]
+    );
     let graphs: Vec<&serde_json::Value> = panels.iter().filter(|p| p["type"] != "row").collect();
     for panel in &graphs {
         let title = panel["title"].as_str().unwrap_or("?");
@@ -205,7 +209,8 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
                 .replace("$__rate_interval", "1m")
                 .replace("$job", "hookrelay")
                 .replace("$instance", ".*")
-                .replace("$tenant", ".*");
+                .replace("$tenant", ".*")
+                .replace("$event_type", ".*");
             format!(
                 "      - record: {record}\n        expr: {}\n",
                 serde_json::to_string(&expr).unwrap()
@@ -254,6 +259,18 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         policy: Some(pb::retry_policy::Policy::None(pb::NoRetry {})),
     });
     hr.create(sub).await;
+    // A catalogued type, so schema validation has samples.
+    hr.event_types()
+        .await
+        .create_event_type(pb::CreateEventTypeRequest {
+            tenant: "acme".into(),
+            name: "m.ok".into(),
+            validation: pb::SchemaValidation::Warn as i32,
+            schema: r#"{"type": "object"}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create an event type");
     hr.publish("acme", "m.ok", br#"{"data":{}}"#).await;
     hr.publish("acme", "m.bad", br#"{"data":{"fail":1}}"#).await;
     hr.publish("acme", "m.bad", b"not json").await;

@@ -2,6 +2,7 @@
 //! Redis, receivers on 127.0.0.1.
 
 mod batches;
+mod catalog;
 mod circuit;
 mod data_path;
 mod delivery;
