@@ -307,6 +307,11 @@ mod tests {
                 field: "id",
                 message: String::new(),
             },
+            EventError::Schema {
+                event_type: String::new(),
+                version: 1,
+                violation: String::new(),
+            },
         ];
         let kinds: HashSet<&str> = errors.iter().map(|e| e.kind()).collect();
         assert_eq!(kinds, EVENT_ERROR_KINDS.into_iter().collect());
