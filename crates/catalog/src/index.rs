@@ -7,11 +7,9 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::StreamExt;
-use hookrelay_core::failure::Backoff;
+use hookrelay_core::index::{follow_bucket, BucketProgress, FollowsBucket};
 use hookrelay_core::subscription::pattern_matches;
 use serde_json::value::RawValue;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{parse_key, CatalogSettings, EventTypeRecord, Key, Validation};
@@ -95,17 +93,14 @@ struct State {
 /// The catalog's event types (tenant and global) and tenants' settings.
 pub struct CatalogIndex {
     state: RwLock<State>,
-    loaded: watch::Sender<bool>,
-    /// The last KV revision applied.
-    revision: watch::Sender<u64>,
+    progress: BucketProgress,
 }
 
 impl CatalogIndex {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             state: RwLock::default(),
-            loaded: watch::channel(false).0,
-            revision: watch::channel(0).0,
+            progress: BucketProgress::default(),
         })
     }
 
@@ -228,27 +223,23 @@ impl CatalogIndex {
 
     /// Whether the bucket's contents at start have been read.
     pub fn is_loaded(&self) -> bool {
-        *self.loaded.borrow()
+        self.progress.is_loaded()
     }
 
     /// Waits until the bucket's contents at start have been read.
     pub async fn wait_loaded(&self) {
-        let mut rx = self.loaded.subscribe();
-        let _ = rx.wait_for(|loaded| *loaded).await;
+        self.progress.wait_loaded().await
     }
 
     /// The last KV revision applied.
     pub fn revision(&self) -> u64 {
-        *self.revision.borrow()
+        self.progress.revision()
     }
 
     /// Waits (at most `timeout`) until every KV write up to `revision` is in
     /// the index; false if it is not by then.
     pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
-        let mut rx = self.revision.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.wait_for_revision(revision, timeout).await
     }
 
     fn apply(&self, entry: &kv::Entry) {
@@ -289,69 +280,17 @@ impl CatalogIndex {
         store: kv::Store,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let index = self.clone();
-        tokio::spawn(async move {
-            let mut last_revision = 0u64;
-            let mut pause = Backoff::up_to(Duration::from_secs(10));
-            while !shutdown.is_cancelled() {
-                if last_revision == 0 {
-                    // Fresh from the server: `kv::Store::status` answers
-                    // the info cached when the bucket was opened.
-                    match store.stream.get_info().await {
-                        Ok(info) if info.state.messages == 0 => {
-                            index.loaded.send_replace(true);
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read the event-type catalog bucket, retrying");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(pause.failed()) => continue,
-                            }
-                        }
-                    }
-                }
-                let watch = if last_revision == 0 {
-                    store.watch_with_history(">").await
-                } else {
-                    store.watch_all_from_revision(last_revision + 1).await
-                };
-                let mut watch = match watch {
-                    Ok(watch) => {
-                        pause.succeeded();
-                        watch
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot watch the event-type catalog bucket, retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(pause.failed()) => continue,
-                        }
-                    }
-                };
-                loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        next = watch.next() => next,
-                    };
-                    match next {
-                        Some(Ok(entry)) => {
-                            index.apply(&entry);
-                            last_revision = entry.revision;
-                            index.revision.send_replace(entry.revision);
-                            if entry.delta == 0 || entry.seen_current {
-                                index.loaded.send_replace(true);
-                            }
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "event-type catalog watch failed, resuming");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-        })
+        follow_bucket(self.clone(), "event-type catalog bucket", store, shutdown)
+    }
+}
+
+impl FollowsBucket for CatalogIndex {
+    fn progress(&self) -> &BucketProgress {
+        &self.progress
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        CatalogIndex::apply(self, entry)
     }
 }
 

@@ -22,17 +22,14 @@ struct State {
 /// Subscriptions by id and by tenant.
 pub struct SubscriptionIndex {
     state: RwLock<State>,
-    loaded: watch::Sender<bool>,
-    /// The last KV revision applied.
-    revision: watch::Sender<u64>,
+    progress: BucketProgress,
 }
 
 impl SubscriptionIndex {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             state: RwLock::default(),
-            loaded: watch::channel(false).0,
-            revision: watch::channel(0).0,
+            progress: BucketProgress::default(),
         })
     }
 
@@ -100,22 +97,18 @@ impl SubscriptionIndex {
 
     /// Whether the bucket's contents at start have been read.
     pub fn is_loaded(&self) -> bool {
-        *self.loaded.borrow()
+        self.progress.is_loaded()
     }
 
     /// Waits until the bucket's contents at start have been read.
     pub async fn wait_loaded(&self) {
-        let mut rx = self.loaded.subscribe();
-        let _ = rx.wait_for(|loaded| *loaded).await;
+        self.progress.wait_loaded().await
     }
 
     /// Waits (at most `timeout`) until every KV write up to `revision` is in
     /// the index; false if it is not by then.
     pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
-        let mut rx = self.revision.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.wait_for_revision(revision, timeout).await
     }
 
     fn apply(&self, entry: &kv::Entry) {
@@ -140,68 +133,138 @@ impl SubscriptionIndex {
         store: kv::Store,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let index = self.clone();
-        tokio::spawn(async move {
-            let mut last_revision = 0u64;
-            let mut pause = crate::failure::Backoff::up_to(Duration::from_secs(10));
-            while !shutdown.is_cancelled() {
-                if last_revision == 0 {
-                    // Fresh from the server: `kv::Store::status` answers
-                    // the info cached when the bucket was opened.
-                    match store.stream.get_info().await {
-                        Ok(info) if info.state.messages == 0 => {
-                            index.loaded.send_replace(true);
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read subscriptions bucket, retrying");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(pause.failed()) => continue,
-                            }
-                        }
+        follow_bucket(self.clone(), "subscriptions bucket", store, shutdown)
+    }
+}
+
+impl FollowsBucket for SubscriptionIndex {
+    fn progress(&self) -> &BucketProgress {
+        &self.progress
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        SubscriptionIndex::apply(self, entry)
+    }
+}
+
+/// How far an in-memory copy of a KV bucket has read it: whether the
+/// contents at start are in, and the last revision applied.
+pub struct BucketProgress {
+    loaded: watch::Sender<bool>,
+    revision: watch::Sender<u64>,
+}
+
+impl Default for BucketProgress {
+    fn default() -> Self {
+        Self {
+            loaded: watch::channel(false).0,
+            revision: watch::channel(0).0,
+        }
+    }
+}
+
+impl BucketProgress {
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = rx.wait_for(|loaded| *loaded).await;
+    }
+
+    /// The last KV revision applied.
+    pub fn revision(&self) -> u64 {
+        *self.revision.borrow()
+    }
+
+    /// Waits (at most `timeout`) until every KV write up to `revision` is
+    /// applied; false if it is not by then.
+    pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// An in-memory copy of a KV bucket, kept by [`follow_bucket`].
+pub trait FollowsBucket: Send + Sync + 'static {
+    fn progress(&self) -> &BucketProgress;
+    /// Applies one write (a put, a delete or a purge).
+    fn apply(&self, entry: &kv::Entry);
+}
+
+/// Loads `store` into `copy` and follows its changes until `shutdown`,
+/// resuming after the last revision seen when the watch breaks, with
+/// backoff while the bucket cannot be read. `what` names the bucket in logs.
+pub fn follow_bucket<T: FollowsBucket>(
+    copy: Arc<T>,
+    what: &'static str,
+    store: kv::Store,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let progress = copy.progress();
+        let mut last_revision = 0u64;
+        let mut pause = crate::failure::Backoff::up_to(Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            if last_revision == 0 {
+                // Fresh from the server: `kv::Store::status` answers the
+                // info cached when the bucket was opened.
+                match store.stream.get_info().await {
+                    Ok(info) if info.state.messages == 0 => {
+                        progress.loaded.send_replace(true);
                     }
-                }
-                let watch = if last_revision == 0 {
-                    store.watch_with_history(">").await
-                } else {
-                    store.watch_all_from_revision(last_revision + 1).await
-                };
-                let mut watch = match watch {
-                    Ok(watch) => {
-                        pause.succeeded();
-                        watch
-                    }
+                    Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "cannot watch subscriptions bucket, retrying");
+                        tracing::warn!(%error, "cannot read the {what}, retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(pause.failed()) => continue,
                         }
                     }
-                };
-                loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        next = watch.next() => next,
-                    };
-                    match next {
-                        Some(Ok(entry)) => {
-                            index.apply(&entry);
-                            last_revision = entry.revision;
-                            index.revision.send_replace(entry.revision);
-                            if entry.delta == 0 || entry.seen_current {
-                                index.loaded.send_replace(true);
-                            }
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "subscriptions watch failed, resuming");
-                            break;
-                        }
-                        None => break,
-                    }
                 }
             }
-        })
-    }
+            let watch = if last_revision == 0 {
+                store.watch_with_history(">").await
+            } else {
+                store.watch_all_from_revision(last_revision + 1).await
+            };
+            let mut watch = match watch {
+                Ok(watch) => {
+                    pause.succeeded();
+                    watch
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the {what}, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause.failed()) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = watch.next() => next,
+                };
+                match next {
+                    Some(Ok(entry)) => {
+                        copy.apply(&entry);
+                        last_revision = entry.revision;
+                        progress.revision.send_replace(entry.revision);
+                        if entry.delta == 0 || entry.seen_current {
+                            progress.loaded.send_replace(true);
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "watch of the {what} failed, resuming");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    })
 }
