@@ -41,6 +41,50 @@ impl Caller {
             Caller::Tenant(tenant) => Some(tenant),
         }
     }
+
+    /// The tenant a request acts on, by the API's one rule: every request
+    /// has a `tenant` field; a tenant token may leave it empty (its own) and
+    /// may not name another; an admin token must name it.
+    pub fn tenant_for(&self, named: &str) -> Result<String, TenantError> {
+        let tenant = match (named.is_empty(), self) {
+            (true, Caller::Tenant(own)) => return Ok(own.clone()),
+            (true, Caller::Admin) => return Err(TenantError::Missing),
+            (false, Caller::Tenant(own)) if own != named => {
+                return Err(TenantError::Foreign {
+                    named: named.to_owned(),
+                    own: own.clone(),
+                })
+            }
+            (false, _) => named,
+        };
+        hookrelay_core::event::check_token_path(tenant, false).map_err(TenantError::Invalid)?;
+        Ok(tenant.to_owned())
+    }
+}
+
+/// Why a request's `tenant` field cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    /// An admin token named no tenant.
+    #[error("tenant: is required with an admin token (a tenant token may leave it empty)")]
+    Missing,
+    /// A tenant token named another tenant.
+    #[error("tenant {named:?}: this token is scoped to tenant {own:?}")]
+    Foreign { named: String, own: String },
+    /// Not a tenant name.
+    #[error("tenant: {0}")]
+    Invalid(String),
+}
+
+impl From<TenantError> for Status {
+    fn from(error: TenantError) -> Self {
+        match error {
+            TenantError::Foreign { .. } => Status::permission_denied(error.to_string()),
+            TenantError::Missing | TenantError::Invalid(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+        }
+    }
 }
 
 /// Checks `authorization: Bearer <token>` against the configured hashes.
@@ -177,5 +221,26 @@ mod tests {
         }
         assert!(Caller::Tenant("acme".into()).sees("acme"));
         assert!(!Caller::Tenant("acme".into()).sees("globex"));
+    }
+
+    #[test]
+    fn the_tenant_rule() {
+        let acme = Caller::Tenant("acme".into());
+        assert_eq!(acme.tenant_for(""), Ok("acme".into()));
+        assert_eq!(acme.tenant_for("acme"), Ok("acme".into()));
+        let foreign = acme.tenant_for("globex").unwrap_err();
+        assert_eq!(
+            Status::from(foreign).message(),
+            "tenant \"globex\": this token is scoped to tenant \"acme\""
+        );
+        assert_eq!(Caller::Admin.tenant_for("globex"), Ok("globex".into()));
+        let missing = Status::from(Caller::Admin.tenant_for("").unwrap_err());
+        assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+        assert!(
+            missing.message().starts_with("tenant: is required"),
+            "{missing:?}"
+        );
+        let wild = Status::from(Caller::Admin.tenant_for("a.*").unwrap_err());
+        assert_eq!(wild.code(), tonic::Code::InvalidArgument);
     }
 }

@@ -15,7 +15,7 @@ use hookrelay_catalog::model::{
     settings_key, type_key, CatalogSettings, EventTypeRecord, Validation, VersionRecord,
 };
 use hookrelay_catalog::{compat, schema, CatalogIndex};
-use hookrelay_proto::auth::Caller;
+use hookrelay_proto::auth::{Caller, TenantError};
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::event_types_server::{EventTypes, EventTypesServer};
@@ -112,29 +112,17 @@ fn scope(caller: &Caller, tenant: &str, global: bool, write: bool) -> Result<Sco
     Ok(Scope::Tenant(tenant_of(caller, tenant)?))
 }
 
-/// The tenant a request names: a tenant token's own when empty, never
-/// another's; an admin token must name one.
+/// The tenant a request names, by the API's rule ([`Caller::tenant_for`]);
+/// an admin token may also set `global` here.
 fn tenant_of(caller: &Caller, tenant: &str) -> Result<String, ApiError> {
-    let tenant = match (tenant.is_empty(), caller.tenant()) {
-        (true, Some(own)) => own.to_owned(),
-        (true, None) => {
-            return Err(ApiError::invalid(
-                "tenant",
-                "is required with an admin token (or set global for the global catalog)",
-            ))
-        }
-        (false, _) => tenant.to_owned(),
-    };
-    if let Some(own) = caller.tenant() {
-        if own != tenant {
-            return Err(ApiError::PermissionDenied(format!(
-                "tenant {tenant:?}: this token is scoped to tenant {own:?}"
-            )));
-        }
-    }
-    hookrelay_core::event::check_token_path(&tenant, false)
-        .map_err(|m| ApiError::invalid("tenant", m))?;
-    Ok(tenant)
+    caller.tenant_for(tenant).map_err(|error| match error {
+        TenantError::Missing => ApiError::invalid(
+            "tenant",
+            "is required with an admin token (or set global for the global catalog)",
+        ),
+        TenantError::Foreign { .. } => ApiError::PermissionDenied(error.to_string()),
+        TenantError::Invalid(message) => ApiError::invalid("tenant", message),
+    })
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
