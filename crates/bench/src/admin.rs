@@ -61,3 +61,15 @@ pub async fn create(
         .into_inner();
     Ok(created.subscription.context("no subscription in reply")?.id)
 }
+
+/// The event-type catalog API, as the admin.
+pub async fn event_types_client(
+    server: &Hookrelay,
+) -> anyhow::Result<hookrelay_proto::v1::event_types_client::EventTypesClient<Authed>> {
+    Ok(
+        hookrelay_proto::v1::event_types_client::EventTypesClient::with_interceptor(
+            channel(server).await?,
+            Bearer::new(Some(ADMIN_TOKEN))?,
+        ),
+    )
+}

@@ -80,6 +80,9 @@ pub enum Scenario {
     Admin,
     /// 1,000,000 attempt records indexed: ListAttempts by outcome, p99.
     AttemptLog,
+    /// ~1 KiB events with a 20-property schema, validation off and reject
+    /// in turn: what validating at ingest costs.
+    Validation,
     /// No hookrelay: what one JetStream hop and one bare HTTP request cost,
     /// the least CPU any delivery needs on this machine.
     Floor,
@@ -154,6 +157,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
                 Scenario::Circuit,
                 Scenario::Admin,
                 Scenario::AttemptLog,
+                Scenario::Validation,
                 Scenario::Floor,
             ],
             one => vec![one],
@@ -173,6 +177,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
             Scenario::Circuit => scenarios::circuit(&opts).await?,
             Scenario::Admin => scenarios::admin(&opts).await?,
             Scenario::AttemptLog => scenarios::attempt_log(&opts).await?,
+            Scenario::Validation => scenarios::validation(&opts).await?,
             Scenario::All | Scenario::Serve => anyhow::bail!("`serve` runs alone"),
         };
         compare_fanout(&mut report, &reports);

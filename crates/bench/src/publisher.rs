@@ -127,3 +127,62 @@ fn ack(
         .map(|_| ())
         .context("publish not acknowledged")
 }
+
+/// The 20 properties of [`course_stat_event`]'s `data`, in order, with
+/// their schemas: integers with bounds, bounded strings, date-times and
+/// arrays of an enum, as a typical catalogued event carries (`n` and
+/// `sent_us` are two of the integers).
+fn course_stat_properties() -> Vec<(String, serde_json::Value)> {
+    use serde_json::json;
+    (0..20)
+        .map(|i| match i {
+            0 => ("n".to_owned(), json!({"type": "integer", "minimum": 0})),
+            1 => ("sent_us".to_owned(), json!({"type": "integer", "minimum": 0})),
+            _ => (
+                format!("field_{i}"),
+                match i % 4 {
+                    0 => json!({"type": "integer", "minimum": 0}),
+                    1 => json!({"type": "string", "maxLength": 256}),
+                    2 => json!({"type": "string", "format": "date-time"}),
+                    _ => json!({"type": "array", "items": {"type": "string", "enum": ["a", "b", "c"]}}),
+                },
+            ),
+        })
+        .collect()
+}
+
+/// The JSON Schema of [`course_stat_event`]'s `data`: 20 properties, two
+/// required, no others allowed.
+pub fn course_stat_schema() -> String {
+    serde_json::json!({
+        "type": "object",
+        "properties": serde_json::Map::from_iter(course_stat_properties()),
+        "required": ["n", "sent_us"],
+        "additionalProperties": false
+    })
+    .to_string()
+}
+
+/// A typical catalogued event of about 1 KiB whose `data` has 20
+/// properties and matches [`course_stat_schema`].
+pub fn course_stat_event(n: u64, sent_us: u64) -> Bytes {
+    use serde_json::json;
+    let data: serde_json::Map<String, serde_json::Value> = course_stat_properties()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let value = match (i, i % 4) {
+                (0, _) => json!(n),
+                (1, _) => json!(sent_us),
+                (_, 0) => json!(n * 1000 + i as u64),
+                (_, 1) => json!(format!(
+                    "value {i} of event {n}, with some more text in it, padding the whole event out to about one kibibyte, as typical ones are"
+                )),
+                (_, 2) => json!("2026-01-02T03:04:05Z"),
+                _ => json!(["a", "b", "c", "a"]),
+            };
+            (name, value)
+        })
+        .collect();
+    Bytes::from(json!({"data": data, "labels": {"region": "eu"}}).to_string())
+}

@@ -237,3 +237,14 @@ fn attempt_log_times_listing_by_outcome() {
     positive(&report, "list_by_subscription_outcome_p99");
     common(&report);
 }
+
+#[test]
+fn validation_compares_reject_with_off() {
+    let report = run("validation");
+    positive(&report, "check_us_per_event");
+    positive(&report, "off_per_sec");
+    positive(&report, "reject_per_sec");
+    positive(&report, "kept_with_validation");
+    cpu_per_delivery(&report, "");
+    common(&report);
+}

@@ -25,6 +25,7 @@ mod delivery;
 mod floor;
 mod large;
 mod retries;
+mod validation;
 
 pub use admin_plane::admin;
 pub use attempt_log::attempt_log;
@@ -32,6 +33,7 @@ pub use delivery::{batching, circuit, fanout, isolation, latency, throughput};
 pub use floor::floor;
 pub use large::large;
 pub use retries::retries;
+pub use validation::validation;
 
 /// Requests in flight per subscription: hookrelay's default, and the
 /// concurrency of the bare ceiling.
