@@ -122,6 +122,8 @@ pub fn attempt_json(a: &pb::Attempt) -> Value {
         "webhook_id": a.webhook_id,
         "attempt": a.attempt,
         "outcome": a.outcome,
+        "status": a.status,
+        "error": a.error,
         "reason": a.reason,
         "started_at": time(&a.started_at),
         "duration_ms": a.duration_ms,
@@ -353,6 +355,7 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
         "STATUS",
         "DURATION",
         "REASON",
+        "ERROR",
     ];
     let rows = attempts
         .iter()
@@ -370,7 +373,12 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
                 } else {
                     format!("{}ms", a.duration_ms)
                 },
-                a.reason.clone(),
+                reason_beside_error(a),
+                if a.error.is_empty() {
+                    "-".into()
+                } else {
+                    a.error.clone()
+                },
             ]
         })
         .collect();
@@ -384,10 +392,26 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
     )
 }
 
+/// The HTTP status, `-` when no response came.
 fn status(a: &pb::Attempt) -> String {
-    a.response
-        .as_ref()
-        .map_or("-".into(), |r| r.status.to_string())
+    match a.status {
+        0 => "-".into(),
+        status => status.to_string(),
+    }
+}
+
+/// The reason, less the error it repeats (an attempt without a response
+/// says why in `error`; its reason adds at most a note).
+fn reason_beside_error(a: &pb::Attempt) -> String {
+    let rest = match a.reason.strip_prefix(a.error.as_str()) {
+        Some(rest) if !a.error.is_empty() => rest.trim_start_matches(';').trim(),
+        _ => a.reason.as_str(),
+    };
+    if rest.is_empty() {
+        "-".into()
+    } else {
+        rest.to_owned()
+    }
 }
 
 /// Deliveries that gave up: why they gave up and the last attempt's
@@ -525,6 +549,10 @@ pub fn attempt_details(out: &mut impl Write, a: &pb::Attempt) -> anyhow::Result<
         a.id, a.attempt, a.event_id, a.subscription_id
     )?;
     writeln!(out, "outcome      {}: {}", a.outcome, a.reason)?;
+    writeln!(out, "status       {}", status(a))?;
+    if !a.error.is_empty() {
+        writeln!(out, "error        {}", a.error)?;
+    }
     writeln!(
         out,
         "started      {} ({} ms)",
@@ -882,5 +910,46 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("outcome      http_5xx: status 500"), "{text}");
         assert!(text.contains("< 500"), "{text}");
+    }
+
+    #[test]
+    fn attempts_show_their_status_and_error() {
+        let error = "error sending request for url (http://127.0.0.1:9/x): tcp connect error: Connection refused (os error 111)";
+        let attempts = [
+            pb::Attempt {
+                id: "att_1".into(),
+                outcome: "http_5xx".into(),
+                reason: "status 500".into(),
+                status: 500,
+                ..Default::default()
+            },
+            pb::Attempt {
+                id: "att_2".into(),
+                outcome: "connect_error".into(),
+                reason: format!("{error}; the retry could not be scheduled"),
+                error: error.into(),
+                ..Default::default()
+            },
+        ];
+        let mut out = Vec::new();
+        attempts_table(&mut out, &attempts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = |id: &str| text.lines().find(|l| l.contains(id)).unwrap().to_owned();
+        assert!(text.contains("STATUS") && text.contains("ERROR"), "{text}");
+        assert!(line("att_1").contains("┆ 500 ") && line("att_1").contains("status 500"));
+        // The error once, the reason's note beside it.
+        let refused = line("att_2");
+        assert_eq!(refused.matches("Connection refused").count(), 1, "{text}");
+        assert!(refused.contains("the retry could not be scheduled"), "{text}");
+        assert!(refused.contains("┆ - "), "no status: {text}");
+
+        let json = attempt_json(&attempts[1]);
+        assert_eq!((&json["status"], &json["error"]), (&json!(0), &json!(error)));
+        assert_eq!(attempt_json(&attempts[0])["status"], 500);
+        let mut out = Vec::new();
+        attempt_details(&mut out, &attempts[1]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("error        {error}")), "{text}");
+        assert!(text.contains("status       -"), "{text}");
     }
 }

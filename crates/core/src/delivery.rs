@@ -256,7 +256,18 @@ pub struct AttemptRecord {
     pub webhook_id: String,
     pub attempt: u32,
     pub outcome: Outcome,
+    /// What the outcome means (`status 500`, `timed out after 10s`, with
+    /// any note the dispatcher adds: the retry not scheduled, order).
     pub reason: String,
+    /// The HTTP status answered; 0 when no response came. Records of
+    /// earlier versions lack it (read as 0: see [`AttemptRecord::status`]).
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub status: u16,
+    /// Why no response came: the transport's error (timeout, connect, DNS,
+    /// TLS), the blocked destination, the request that could not be built,
+    /// the event no longer readable. Empty when a response came.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
     pub request: RecordedRequest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<RecordedResponse>,
@@ -284,7 +295,29 @@ pub struct AttemptRecord {
     pub schema_violation: Option<String>,
 }
 
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
+}
+
 impl AttemptRecord {
+    /// The HTTP status answered, 0 when no response came; for records of
+    /// earlier versions (without `status`), the response's.
+    pub fn status(&self) -> u16 {
+        match (self.status, &self.response) {
+            (0, Some(response)) => response.status,
+            (status, _) => status,
+        }
+    }
+
+    /// Why no response came, empty when one did; for records of earlier
+    /// versions (without `error`), the reason, which then said it.
+    pub fn error(&self) -> &str {
+        match (self.error.as_str(), &self.response) {
+            ("", None) => &self.reason,
+            (error, _) => error,
+        }
+    }
+
     /// The record as published, at most `max` bytes: when the response (its
     /// headers, then its body) would take it over, the response is cut and
     /// marked truncated, so a record can always be stored.
@@ -312,6 +345,7 @@ impl AttemptRecord {
         self.request.body.clear();
         self.request.body_truncated = true;
         self.reason = excerpt(self.reason.as_bytes(), 1024).0;
+        self.error = excerpt(self.error.as_bytes(), 1024).0;
         serde_json::to_vec(self).expect("records serialize")
     }
 }
@@ -347,6 +381,26 @@ mod tests {
     }
 
     #[test]
+    fn records_of_earlier_versions_read_with_a_status_and_an_error() {
+        let answered = br#"{"id":"att_1","event_id":"e","subscription_id":"s","tenant":"t","event_type":"x","webhook_id":"msg_1","attempt":1,"outcome":"http5xx","reason":"status 503","request":{"method":"POST","url":"http://r/","headers":[],"body":""},"response":{"status":503,"headers":[],"body":"","body_truncated":false},"started_at":"2026-11-23T10:03:49Z","duration_ms":3,"event_received_at":"2026-11-23T10:03:49Z"}"#;
+        let record: AttemptRecord = serde_json::from_slice(answered).unwrap();
+        assert_eq!((record.status, record.error.as_str()), (0, ""));
+        assert_eq!((record.status(), record.error()), (503, ""));
+        let refused = br#"{"id":"att_2","event_id":"e","subscription_id":"s","tenant":"t","event_type":"x","webhook_id":"msg_1","attempt":1,"outcome":"connect_error","reason":"connection refused","request":{"method":"POST","url":"http://r/","headers":[],"body":""},"started_at":"2026-11-23T10:03:49Z","duration_ms":3,"event_received_at":"2026-11-23T10:03:49Z"}"#;
+        let record: AttemptRecord = serde_json::from_slice(refused).unwrap();
+        assert_eq!((record.status(), record.error()), (0, "connection refused"));
+        // Written by this version: both said, and read back as written.
+        let mut record = record;
+        record.error = "error sending request: connection refused".into();
+        let back: AttemptRecord =
+            serde_json::from_slice(&record.to_json_within(usize::MAX)).unwrap();
+        assert_eq!(back.error(), "error sending request: connection refused");
+        assert!(!String::from_utf8(serde_json::to_vec(&back).unwrap())
+            .unwrap()
+            .contains("\"status\""));
+    }
+
+    #[test]
     fn records_never_exceed_the_limit() {
         let mut record = AttemptRecord {
             id: "att_1".into(),
@@ -358,6 +412,8 @@ mod tests {
             attempt: 1,
             outcome: Outcome::Http5xx,
             reason: "status 500".into(),
+            status: 500,
+            error: String::new(),
             request: RecordedRequest::default().with_body(&[b'"'; 900_000]),
             response: Some(RecordedResponse {
                 status: 500,

@@ -48,9 +48,16 @@ impl From<IndexError> for Status {
     }
 }
 
-/// The API view of an attempt record.
+/// The API view of an attempt record (ListAttempts, GetAttempt,
+/// ListFailures, TailAttempts).
 pub fn to_proto(record: AttemptRecord) -> pb::Attempt {
+    // Records of earlier versions say them only through the response and
+    // the reason.
+    let status = u32::from(record.status());
+    let error = record.error().to_owned();
     pb::Attempt {
+        status,
+        error,
         id: record.id,
         event_id: record.event_id,
         subscription_id: record.subscription_id,

@@ -37,10 +37,19 @@ fn record(tenant: u64, subscription_id: &str, n: u64, per_tenant: u64, base_ms: 
         webhook_id: format!("msg_{tenant}_{n}"),
         attempt: 1,
         outcome,
-        reason: if outcome == Outcome::Success {
-            "status 200".into()
-        } else {
-            "status 503".into()
+        reason: match outcome {
+            Outcome::Success => "status 200".into(),
+            Outcome::Timeout => "timed out after 10s".into(),
+            _ => "status 503".into(),
+        },
+        status: match outcome {
+            Outcome::Success => 200,
+            Outcome::Timeout => 0,
+            _ => 503,
+        },
+        error: match outcome {
+            Outcome::Timeout => "timed out after 10s".into(),
+            _ => String::new(),
         },
         request: RecordedRequest {
             method: "POST".into(),

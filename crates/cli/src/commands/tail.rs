@@ -46,10 +46,16 @@ pub async fn run(
         if json {
             writeln!(out, "{}", output::attempt_json(&attempt))?;
         } else {
-            let status = attempt
-                .response
-                .as_ref()
-                .map_or("-".to_owned(), |r| r.status.to_string());
+            let status = match attempt.status {
+                0 => "-".to_owned(),
+                status => status.to_string(),
+            };
+            // Without a response, the error says why (the reason repeats it).
+            let why = if attempt.error.is_empty() {
+                &attempt.reason
+            } else {
+                &attempt.error
+            };
             let started = attempt
                 .started_at
                 .as_ref()
@@ -64,7 +70,7 @@ pub async fn run(
                 attempt.attempt,
                 attempt.outcome,
                 attempt.duration_ms,
-                attempt.reason
+                why
             )?;
         }
         out.flush()?;
