@@ -145,6 +145,7 @@ async fn every_refused_range_is_refused_at_save_and_at_connect_with_a_proxy_set(
                 let mut logs = logs.clone();
                 async move {
                     logs.list_attempts(pb::ListAttemptsRequest {
+                        tenant: "acme".into(),
                         subscription_id: sub.id.clone(),
                         ..Default::default()
                     })

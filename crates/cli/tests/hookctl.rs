@@ -130,7 +130,11 @@ async fn create_publish_and_see_the_attempt() {
         "the attempt listed by hookctl",
         Duration::from_secs(10),
         || async {
-            let out = hookctl(&hr, &["attempts", "list", "--subscription", &id]).await;
+            let out = hookctl(
+                &hr,
+                &["attempts", "list", "--tenant", "acme", "--subscription", &id],
+            )
+            .await;
             out.stdout.contains("success").then_some(out.stdout)
         },
     )
@@ -162,8 +166,37 @@ async fn create_publish_and_see_the_attempt() {
     assert!(!no_tenant.ok);
     assert_eq!(
         no_tenant.stderr.trim(),
-        "error: invalid argument: tenant: required with event_id for an admin token: event ids are unique only within a tenant, and attempts are looked up by event within one tenant"
+        "error: invalid argument: tenant: is required with an admin token (a tenant token may leave it empty)"
     );
+    // Every filter at once: this event's attempts to this subscription,
+    // delivered within the last hour.
+    let narrowed = |outcome: &'static str| {
+        let id = id.clone();
+        let hr = &hr;
+        async move {
+            hookctl(
+                hr,
+                &[
+                    "--json", "attempts", "list", "--tenant", "acme", "--subscription", &id,
+                    "--event", "e-1", "--outcome", outcome, "--since", "1h", "--until",
+                    "2099-01-01T00:00:00Z",
+                ],
+            )
+            .await
+        }
+    };
+    let delivered = narrowed("success").await;
+    assert!(delivered.ok, "{}", delivered.stderr);
+    let delivered: serde_json::Value = serde_json::from_str(&delivered.stdout).unwrap();
+    let attempts = delivered["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{delivered}");
+    assert_eq!(
+        (&attempts[0]["event_id"], &attempts[0]["status"], &attempts[0]["error"]),
+        (&serde_json::json!("e-1"), &serde_json::json!(200), &serde_json::json!(""))
+    );
+    let failed = narrowed("http_5xx").await;
+    assert!(failed.ok, "{}", failed.stderr);
+    assert!(failed.stdout.contains(r#""attempts": []"#), "{}", failed.stdout);
 
     let updated = hookctl(
         &hr,

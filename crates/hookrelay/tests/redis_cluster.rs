@@ -46,6 +46,7 @@ async fn logged_successes(hr: &Harness, subscription_id: &str) -> usize {
     loop {
         let page = logs
             .list_attempts(pb::ListAttemptsRequest {
+                tenant: "acme".into(),
                 subscription_id: subscription_id.into(),
                 outcome: "success".into(),
                 page_size: 1000,

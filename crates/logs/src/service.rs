@@ -129,38 +129,22 @@ fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), Status> {
     }
 }
 
-/// The scope of a `ListAttempts` request whose tenant and subscription the
-/// caller may see: exactly one of subscription, event or tenant, and an
-/// event within a tenant (the named one, else the token's).
-fn list_scope(caller: &Caller, request: &pb::ListAttemptsRequest) -> Result<Scope, Status> {
-    let (subscription, event, tenant) = (
-        !request.subscription_id.is_empty(),
-        !request.event_id.is_empty(),
-        !request.tenant.is_empty(),
-    );
-    match (subscription, event, tenant) {
-        (true, false, false) => Ok(Scope::Subscription(request.subscription_id.clone())),
-        (false, true, _) => {
-            let tenant = match (request.tenant.as_str(), caller.tenant()) {
-                ("", Some(own)) => own.to_owned(),
-                ("", None) => return Err(Status::invalid_argument(EVENT_NEEDS_TENANT)),
-                (named, _) => named.to_owned(),
-            };
-            Ok(Scope::Event {
-                tenant,
-                event_id: request.event_id.clone(),
-            })
-        }
-        (false, false, true) => Ok(Scope::Tenant(request.tenant.clone())),
-        _ => Err(Status::invalid_argument(ONE_SCOPE)),
+/// The outcome filter of a `ListAttempts` request: one hookrelay records,
+/// or none.
+fn outcome_filter(outcome: &str) -> Result<Option<String>, Status> {
+    match outcome {
+        "" => Ok(None),
+        name if crate::index::layout::outcome_code(name).is_some() => Ok(Some(name.to_owned())),
+        name => Err(Status::invalid_argument(format!(
+            "outcome: {name:?} is not an outcome (one of {})",
+            crate::index::layout::OUTCOMES
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
-
-/// `ListAttempts` without a scope, or with two.
-const ONE_SCOPE: &str =
-    "exactly one of subscription_id, event_id or tenant must be set (tenant may accompany event_id)";
-/// `ListAttempts` by event with an admin token and no tenant.
-const EVENT_NEEDS_TENANT: &str = "tenant: required with event_id for an admin token: event ids are unique only within a tenant, and attempts are looked up by event within one tenant";
 
 impl LogService {
     /// A subscription the caller may see; another tenant's is NOT_FOUND.
@@ -291,17 +275,34 @@ impl DeliveryLogs for LogService {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         // A request naming the wrong fields is refused before any lookup.
-        let scope = list_scope(&caller, &request)?;
-        if !request.subscription_id.is_empty() {
-            self.subscription(&caller, &request.subscription_id).await?;
-        }
-        if !request.tenant.is_empty() {
-            check_tenant(&caller, &request.tenant)?;
-        }
+        let tenant = caller.tenant_for(&request.tenant)?;
         let filter = Filter {
-            outcome: (!request.outcome.is_empty()).then(|| request.outcome.clone()),
+            outcome: outcome_filter(&request.outcome)?,
             since: time(&request.since, "since")?,
             until: time(&request.until, "until")?,
+        };
+        if let (Some(since), Some(until)) = (filter.since, filter.until) {
+            if until <= since {
+                return Err(Status::invalid_argument(
+                    "until: must be after since (the window is [since, until))",
+                ));
+            }
+        }
+        let subscription = match request.subscription_id.as_str() {
+            "" => None,
+            id => {
+                // Another tenant's is NOT_FOUND, as a missing one.
+                let found = self.subscription(&caller, id).await?;
+                if found.tenant != tenant {
+                    return Err(Status::not_found(format!("subscription {id} not found")));
+                }
+                Some(found.id)
+            }
+        };
+        let scope = Scope::Attempts {
+            tenant,
+            subscription,
+            event: (!request.event_id.is_empty()).then(|| request.event_id.clone()),
         };
         self.listing(
             &caller,

@@ -40,6 +40,7 @@ async fn attempts_of(hr: &Harness, subscription_id: &str, n: usize) -> Vec<pb::A
             .logs()
             .await
             .list_attempts(pb::ListAttemptsRequest {
+                tenant: "acme".into(),
                 subscription_id: subscription_id.into(),
                 ..Default::default()
             })

@@ -62,6 +62,7 @@ async fn failures_replay_and_health_after_a_known_mix() {
     // Filters: by outcome, by time.
     let failed = logs
         .list_attempts(pb::ListAttemptsRequest {
+            tenant: "acme".into(),
             subscription_id: sub.id.clone(),
             outcome: "http_5xx".into(),
             ..Default::default()

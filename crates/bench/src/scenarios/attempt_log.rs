@@ -134,6 +134,7 @@ pub async fn attempt_log(opts: &Opts) -> anyhow::Result<Report> {
             (
                 &mut by_subscription,
                 pb::ListAttemptsRequest {
+                    tenant: "t1".into(),
                     subscription_id: subscriptions[1].clone(),
                     outcome: "http_5xx".into(),
                     ..Default::default()

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use hookrelay_proto::v1 as pb;
@@ -14,28 +13,36 @@ use crate::time::timestamp;
 
 #[derive(Debug, Subcommand)]
 pub enum AttemptsCommand {
-    /// Attempts of a subscription, an event or a tenant, newest first.
+    /// A tenant's attempts, newest first; --subscription, --event,
+    /// --outcome, --since and --until narrow them, any of them together
+    /// (`--subscription S --event E`: that event's attempt chain to S).
     List {
-        /// This subscription's attempts.
-        #[arg(long, conflicts_with_all = ["event", "tenant"])]
+        /// Only attempts to this subscription (one of the tenant's).
+        #[arg(long)]
         subscription: Option<String>,
-        /// This event's attempts, within --tenant (event ids are unique only
-        /// within a tenant).
+        /// Only attempts of this event (event ids are unique only within a
+        /// tenant).
         #[arg(long)]
         event: Option<String>,
-        /// This tenant's attempts; with --event, the tenant that published
-        /// the event (required with an admin token, a tenant token's own by
-        /// default).
+        /// The tenant (default: the global --tenant, else a tenant token's
+        /// own; required with an admin token).
         #[arg(long)]
         tenant: Option<String>,
-        /// Only this outcome: success, http_4xx, http_5xx, timeout, ...
+        /// Only this outcome: success, http_4xx, http_5xx, redirect,
+        /// timeout, connect_error, dns_error, tls_error, blocked, disabled,
+        /// http_other, error.
         #[arg(long)]
         outcome: Option<String>,
-        /// RFC 3339 or a duration ago (`1h`).
+        /// Only attempts started at or after: RFC 3339 or a duration ago
+        /// (`1h`).
         #[arg(long, value_parser = crate::time::parse)]
         since: Option<DateTime<Utc>>,
+        /// Only attempts started before: RFC 3339 or a duration ago.
         #[arg(long, value_parser = crate::time::parse)]
         until: Option<DateTime<Utc>>,
+        /// At most this many; a page may hold fewer (even none) while a
+        /// next page token follows: the server examines a bounded number
+        /// of records per call.
         #[arg(long, default_value_t = 50)]
         page_size: u32,
         #[arg(long)]
@@ -63,11 +70,6 @@ pub async fn run(
             page_size,
             page_token,
         } => {
-            if subscription.is_none() && event.is_none() && tenant.is_none() {
-                bail!(
-                    "say whose attempts: --subscription ID, --event ID [--tenant T] or --tenant T"
-                );
-            }
             let page = client
                 .list_attempts(pb::ListAttemptsRequest {
                     subscription_id: subscription.unwrap_or_default(),

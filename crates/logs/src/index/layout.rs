@@ -81,9 +81,8 @@ pub fn code(outcome: Outcome, gave_up: bool) -> u8 {
     }
 }
 
-/// The code of the outcome named `name` (as in `Outcome::as_str`), if any.
-pub fn outcome_code(name: &str) -> Option<u8> {
-    const ALL: [Outcome; 12] = [
+/// Every outcome an attempt can have.
+pub const OUTCOMES: [Outcome; 12] = [
         Outcome::Success,
         Outcome::HttpOther,
         Outcome::Http4xx,
@@ -95,9 +94,13 @@ pub fn outcome_code(name: &str) -> Option<u8> {
         Outcome::TlsError,
         Outcome::Blocked,
         Outcome::Disabled,
-        Outcome::Error,
-    ];
-    ALL.iter()
+    Outcome::Error,
+];
+
+/// The code of the outcome named `name` (as in `Outcome::as_str`), if any.
+pub fn outcome_code(name: &str) -> Option<u8> {
+    OUTCOMES
+        .iter()
         .find(|o| o.as_str() == name)
         .map(|o| code(*o, false))
 }

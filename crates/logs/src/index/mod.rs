@@ -5,9 +5,12 @@
 //! attempt and sorted-set members per scope.
 //!
 //! Listings are newest first by attempt time (the ULID time of the attempt
-//! id), then by stream sequence; page tokens are `<ms>.<seq>` of the last
-//! attempt listed. Outcome filters and failures listings are answered from
-//! the index without reading the records that do not match.
+//! id), then by stream sequence; a listing continues below a [`Cursor`]
+//! `(ms, seq)`, whichever index it reads, so the next page may read another.
+//! Outcome and time filters and failures listings are answered from the
+//! index without reading the records that do not match; a subscription or
+//! event filter the chosen index cannot answer is checked on the records,
+//! at most [`read::examine_budget`] of them per call.
 //!
 //! Upgrading: the keys of earlier versions (`attempt:<id>` holding a
 //! sequence or the record's JSON, and the `attempts:*` / `failures:*`
@@ -38,7 +41,7 @@ use hookrelay_core::Names;
 pub use health::{Health, RECENT};
 pub use layout::Cursor;
 use layout::{Bucketed, Entry, Keys, HOUR_MS, MINUTE_MS};
-pub use read::Page;
+pub use read::{examine_budget, Page};
 
 /// A Redis or JetStream read failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,16 @@ pub enum IndexError {
 /// Which attempts to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
+    /// `ListAttempts`: one tenant's attempts, narrowed to one of its
+    /// subscriptions, one of its events, or both (one event's attempt chain
+    /// to one subscription). Listed from the most selective index: the
+    /// event's, else the subscription's, else the tenant's; what that index
+    /// cannot tell is checked on the records.
+    Attempts {
+        tenant: String,
+        subscription: Option<String>,
+        event: Option<String>,
+    },
     Subscription(String),
     /// An event's attempts within a tenant: event ids are the publishers'
     /// and unique only within a tenant.

@@ -2,5 +2,6 @@
 //! fresh prefix.
 
 mod common;
+mod filters;
 mod index;
 mod memory;
