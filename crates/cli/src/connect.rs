@@ -5,11 +5,22 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tonic::transport::{Channel, Endpoint};
 
-/// Where hookrelay is and the token to show it.
+/// Where hookrelay is, the token to show it, and the tenant to act on.
 #[derive(Debug, Clone)]
 pub struct Server {
     pub url: String,
     pub token: Option<String>,
+    /// Global `--tenant` / `HOOKCTL_TENANT`.
+    pub tenant: Option<String>,
+}
+
+impl Server {
+    /// The `tenant` of a request: a command's own `--tenant`, else the
+    /// global one, else empty: a tenant token's own tenant (with an admin
+    /// token the server then says a tenant is required).
+    pub fn tenant(&self, own: Option<String>) -> String {
+        own.or_else(|| self.tenant.clone()).unwrap_or_default()
+    }
 }
 
 pub use hookrelay_proto::auth::Authed;

@@ -47,6 +47,16 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub token_file: Option<std::path::PathBuf>,
+    /// The tenant every command acts on: required with an admin token,
+    /// a tenant token's own by default. A command's own --tenant (or the
+    /// TENANT of `events list`) wins.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKCTL_TENANT",
+        help_heading = "Global options"
+    )]
+    pub tenant: Option<String>,
     /// NATS address, for `publish`.
     #[arg(
         long,
@@ -167,13 +177,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = connect::Server {
         url: cli.server.clone(),
         token,
+        tenant: cli.tenant.clone(),
     };
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Subscription(command) => {
             commands::subscription::run(&server, cli.json, *command, &mut out).await
         }
-        Command::EventType(command) => {
+        Command::EventType(mut command) => {
+            command.default_tenant(cli.tenant.as_deref());
             commands::event_type::run(&server, cli.json, command, &mut out).await
         }
         Command::Attempts(command) => {
@@ -374,6 +386,36 @@ mod tests {
             (event.as_deref(), tenant.as_deref()),
             (Some("e-1"), Some("acme"))
         );
+        // One --tenant for every command, before or after it (a command's
+        // own --tenant parses as well; the TENANT of `events list` is its own).
+        for (args, global) in [
+            (
+                &["--tenant", "acme", "subscription", "get", "sub_1"][..],
+                Some("acme"),
+            ),
+            (
+                &["subscription", "get", "sub_1", "--tenant", "acme"][..],
+                Some("acme"),
+            ),
+            (
+                &["redeliver", "e", "sub_1", "--tenant", "acme"][..],
+                Some("acme"),
+            ),
+            (
+                &["subscription", "list", "--tenant", "acme"][..],
+                Some("acme"),
+            ),
+            (&["events", "list", "acme"][..], None),
+            (&["events", "list", "--tenant", "acme"][..], Some("acme")),
+            (
+                &["failures", "--tenant", "acme", "--subscription", "s"][..],
+                Some("acme"),
+            ),
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("hookctl").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.tenant.as_deref(), global, "{args:?}");
+        }
         let cli = Cli::try_parse_from([
             "hookctl",
             "--json",

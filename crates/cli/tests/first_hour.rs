@@ -58,6 +58,29 @@ fn run_sh_builds_the_hookctl_the_walkthrough_uses() {
     );
 }
 
+/// run.sh's token is the admin token, which must name the tenant of every
+/// call: each walkthrough command that acts on a tenant names it.
+#[test]
+fn the_walkthrough_names_the_tenant_of_every_command() {
+    let readme = read("README.md");
+    let walkthrough = readme
+        .split("## A 5-minute walkthrough")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the walkthrough's commands");
+    let commands: Vec<&str> = walkthrough
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("hookctl ") && !line.starts_with("hookctl publish "))
+        .collect();
+    assert!(commands.len() >= 4, "{walkthrough}");
+    for command in commands {
+        assert!(command.contains("--tenant "), "names no tenant: {command}");
+    }
+    assert!(readme.contains("export HOOKCTL_TENANT=acme"));
+}
+
 fn services(dir: &Path, nats: u16, redis: u16, args: &[&str]) -> (bool, String) {
     let output = Command::new(dir.join("scripts/services.sh"))
         .args(args)

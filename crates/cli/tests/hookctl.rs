@@ -12,7 +12,13 @@ struct Output {
 }
 
 async fn hookctl(hr: &Harness, args: &[&str]) -> Output {
+    hookctl_with(hr, &[], args).await
+}
+
+/// hookctl with these environment variables set too.
+async fn hookctl_with(hr: &Harness, env: &[(&str, &str)], args: &[&str]) -> Output {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookctl"))
+        .envs(env.iter().copied())
         .env("HOOKCTL_SERVER", hr.grpc_url())
         .env("HOOKCTL_TOKEN", TestEnv::ADMIN_TOKEN)
         .env("HOOKCTL_NATS", &hr.env.config.nats.url)
@@ -132,7 +138,14 @@ async fn create_publish_and_see_the_attempt() {
         || async {
             let out = hookctl(
                 &hr,
-                &["attempts", "list", "--tenant", "acme", "--subscription", &id],
+                &[
+                    "attempts",
+                    "list",
+                    "--tenant",
+                    "acme",
+                    "--subscription",
+                    &id,
+                ],
             )
             .await;
             out.stdout.contains("success").then_some(out.stdout)
@@ -177,8 +190,20 @@ async fn create_publish_and_see_the_attempt() {
             hookctl(
                 hr,
                 &[
-                    "--json", "attempts", "list", "--tenant", "acme", "--subscription", &id,
-                    "--event", "e-1", "--outcome", outcome, "--since", "1h", "--until",
+                    "--json",
+                    "attempts",
+                    "list",
+                    "--tenant",
+                    "acme",
+                    "--subscription",
+                    &id,
+                    "--event",
+                    "e-1",
+                    "--outcome",
+                    outcome,
+                    "--since",
+                    "1h",
+                    "--until",
                     "2099-01-01T00:00:00Z",
                 ],
             )
@@ -191,12 +216,24 @@ async fn create_publish_and_see_the_attempt() {
     let attempts = delivered["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{delivered}");
     assert_eq!(
-        (&attempts[0]["event_id"], &attempts[0]["status"], &attempts[0]["error"]),
-        (&serde_json::json!("e-1"), &serde_json::json!(200), &serde_json::json!(""))
+        (
+            &attempts[0]["event_id"],
+            &attempts[0]["status"],
+            &attempts[0]["error"]
+        ),
+        (
+            &serde_json::json!("e-1"),
+            &serde_json::json!(200),
+            &serde_json::json!("")
+        )
     );
     let failed = narrowed("http_5xx").await;
     assert!(failed.ok, "{}", failed.stderr);
-    assert!(failed.stdout.contains(r#""attempts": []"#), "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains(r#""attempts": []"#),
+        "{}",
+        failed.stdout
+    );
 
     let updated = hookctl(
         &hr,
@@ -204,6 +241,8 @@ async fn create_publish_and_see_the_attempt() {
             "subscription",
             "update",
             &id,
+            "--tenant",
+            "acme",
             "--disable",
             "--label",
             "course_id=42",
@@ -213,14 +252,27 @@ async fn create_publish_and_see_the_attempt() {
     )
     .await;
     assert!(updated.ok, "{}", updated.stderr);
-    let got = hookctl(&hr, &["--json", "subscription", "get", &id]).await;
+    // The global --tenant, before the command or after it.
+    let got = hookctl(
+        &hr,
+        &["--tenant", "acme", "--json", "subscription", "get", &id],
+    )
+    .await;
     let got: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
     assert_eq!(got["enabled"], false);
     assert_eq!(got["label_filter"]["course_id"], "42");
     assert_eq!(got["retry"], "interval=1h,3days");
     let bad = hookctl(
         &hr,
-        &["subscription", "update", &id, "--retry", "interval=1h,1m"],
+        &[
+            "subscription",
+            "update",
+            &id,
+            "--retry",
+            "interval=1h,1m",
+            "--tenant",
+            "acme",
+        ],
     )
     .await;
     assert_eq!(
@@ -228,7 +280,19 @@ async fn create_publish_and_see_the_attempt() {
         "error: invalid argument: subscription.retry_policy.interval.for: must be at least every"
     );
 
-    let rotated = hookctl(&hr, &["subscription", "rotate", &id, "--grace", "1h"]).await;
+    let rotated = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "rotate",
+            &id,
+            "--grace",
+            "1h",
+            "--tenant",
+            "acme",
+        ],
+    )
+    .await;
     assert!(
         rotated.stdout.starts_with("secret: whsec_"),
         "{}",
@@ -240,7 +304,7 @@ async fn create_publish_and_see_the_attempt() {
         rotated.stdout
     );
 
-    let deleted = hookctl(&hr, &["subscription", "delete", &id]).await;
+    let deleted = hookctl(&hr, &["subscription", "delete", &id, "--tenant", "acme"]).await;
     assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));
 }
 
@@ -266,9 +330,26 @@ async fn errors_are_one_clear_line() {
         invalid.stderr.trim(),
         r#"error: invalid argument: subscription.url: scheme "ftp" is not http or https"#
     );
-    let missing = hookctl(
+    // An admin token names the tenant: the server says so when it does not.
+    let unnamed = hookctl(
         &hr,
         &["subscription", "get", "sub_01JAAAAAAAAAAAAAAAAAAAAAAA"],
+    )
+    .await;
+    assert!(!unnamed.ok);
+    assert_eq!(
+        unnamed.stderr.trim(),
+        "error: invalid argument: tenant: is required with an admin token (a tenant token may leave it empty)"
+    );
+    let missing = hookctl(
+        &hr,
+        &[
+            "subscription",
+            "get",
+            "sub_01JAAAAAAAAAAAAAAAAAAAAAAA",
+            "--tenant",
+            "acme",
+        ],
     )
     .await;
     assert_eq!(
@@ -290,6 +371,8 @@ async fn errors_are_one_clear_line() {
             &hr.grpc_addr.to_string(),
             "subscription",
             "list",
+            "--tenant",
+            "acme",
         ])
         .output()
         .await
@@ -376,6 +459,8 @@ async fn shape_a_request_and_send_a_test_event() {
             "subscription",
             "test",
             id,
+            "--tenant",
+            "pbx",
             "--data",
             r#"{"caller":"+380441234567"}"#,
         ],
@@ -403,7 +488,7 @@ async fn shape_a_request_and_send_a_test_event() {
 
     // A failed test delivery is shown, and exits non-zero.
     receiver.push(Reply::status(503));
-    let failed = hookctl(&hr, &["subscription", "test", id]).await;
+    let failed = hookctl(&hr, &["subscription", "test", id, "--tenant", "pbx"]).await;
     assert!(!failed.ok);
     assert!(
         failed.stdout.contains("outcome      http_5xx: status 503"),
@@ -497,8 +582,9 @@ async fn a_batched_subscription_from_the_command_line() {
         request.body_str(),
         r#"{"changes":[{"action":"update","object":"training","id":1,"url":"http://api.springest.nl/trainings/1"},{"action":"destroy","object":"training","id":2}]}"#
     );
-    let shown = hookctl(
+    let shown = hookctl_with(
         &hr,
+        &[("HOOKCTL_TENANT", "springest")],
         &["subscription", "get", created["id"].as_str().unwrap()],
     )
     .await;
@@ -647,7 +733,9 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
-    let redelivered = hookctl(&hr, &["redeliver", "o-1", &id]).await;
+    // HOOKCTL_TENANT names the tenant of every command.
+    let in_acme = [("HOOKCTL_TENANT", "acme")];
+    let redelivered = hookctl_with(&hr, &in_acme, &["redeliver", "o-1", &id]).await;
     assert!(
         redelivered
             .stdout
@@ -656,7 +744,7 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
         redelivered.stdout
     );
     receiver.wait_for(2, Duration::from_secs(10)).await;
-    let recovered = hookctl(&hr, &["recover", &id, "--since", "1h"]).await;
+    let recovered = hookctl_with(&hr, &in_acme, &["recover", &id, "--since", "1h"]).await;
     assert!(
         recovered.stdout.starts_with("redelivering 1 failed events"),
         "{}",
@@ -668,6 +756,13 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
         &["--json", "events", "list", "acme", "--type", "order.*"],
     )
     .await;
+    let same = hookctl_with(
+        &hr,
+        &in_acme,
+        &["--json", "events", "list", "--type", "order.*"],
+    )
+    .await;
+    assert_eq!(same.stdout, events.stdout);
     let events: serde_json::Value = serde_json::from_str(&events.stdout).unwrap();
     assert_eq!(events["events"][0]["id"], "o-1");
     assert_eq!(events["events"][0]["data"]["total"], 5);
@@ -676,7 +771,7 @@ async fn failures_redeliver_events_and_health_from_the_command_line() {
         "health after the redelivery",
         Duration::from_secs(10),
         || async {
-            let out = hookctl(&hr, &["--json", "subscription", "health", &id]).await;
+            let out = hookctl_with(&hr, &in_acme, &["--json", "subscription", "health", &id]).await;
             let value: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
             (value["recent_attempts"] == 3).then_some(value)
         },

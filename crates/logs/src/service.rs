@@ -119,16 +119,6 @@ fn binding(scope: &Scope, filter: &Filter, caller: &Caller) -> String {
     )
 }
 
-/// A tenant token may only name its own tenant.
-fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), Status> {
-    match caller.tenant() {
-        Some(own) if own != tenant => Err(Status::permission_denied(format!(
-            "tenant {tenant:?}: this token is scoped to tenant {own:?}"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The outcome filter of a `ListAttempts` request: one hookrelay records,
 /// or none.
 fn outcome_filter(outcome: &str) -> Result<Option<String>, Status> {
@@ -147,9 +137,19 @@ fn outcome_filter(outcome: &str) -> Result<Option<String>, Status> {
 }
 
 impl LogService {
-    /// A subscription the caller may see; another tenant's is NOT_FOUND.
-    async fn subscription(&self, caller: &Caller, id: &str) -> Result<Subscription, Status> {
-        let not_found = || Status::not_found(format!("subscription {id} not found"));
+    /// Subscription `id` of `tenant` (as [`Caller::tenant_for`] resolved
+    /// it); another tenant's is NOT_FOUND, exactly like a missing one.
+    async fn owned(&self, tenant: &str, id: &str) -> Result<Subscription, Status> {
+        let subscription = self.read_subscription(id).await?;
+        if subscription.tenant == tenant {
+            Ok(subscription)
+        } else {
+            Err(subscription_not_found(id))
+        }
+    }
+
+    async fn read_subscription(&self, id: &str) -> Result<Subscription, Status> {
+        let not_found = || subscription_not_found(id);
         if id.is_empty() {
             return Err(Status::invalid_argument("subscription_id is required"));
         }
@@ -160,13 +160,8 @@ impl LogService {
             .map_err(|e| Status::unavailable(e.to_string()))?
             .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
             .ok_or_else(not_found)?;
-        let subscription: Subscription = serde_json::from_slice(&entry.value)
-            .map_err(|e| Status::internal(format!("unreadable subscription: {e}")))?;
-        if caller.sees(&subscription.tenant) {
-            Ok(subscription)
-        } else {
-            Err(not_found())
-        }
+        serde_json::from_slice(&entry.value)
+            .map_err(|e| Status::internal(format!("unreadable subscription: {e}")))
     }
 
     /// One page of `scope`'s attempts that `caller` may see, with an
@@ -203,6 +198,10 @@ impl LogService {
     }
 }
 
+fn subscription_not_found(id: &str) -> Status {
+    Status::not_found(format!("subscription {id} not found"))
+}
+
 /// Attempts as they are recorded, for `TailAttempts`.
 type AttemptStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Attempt, Status>> + Send>>;
@@ -218,31 +217,13 @@ impl DeliveryLogs for LogService {
         use futures::StreamExt;
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        if !request.tenant.is_empty() {
-            check_tenant(&caller, &request.tenant)?;
-        }
-        let mut tenant = match (request.tenant.as_str(), caller.tenant()) {
-            ("", Some(own)) => own.to_owned(),
-            ("", None) => "*".to_owned(),
-            (named, _) => named.to_owned(),
+        // One tenant, checked as a single subject token (a wildcard or a dot
+        // would widen the subject).
+        let tenant = caller.tenant_for(&request.tenant)?;
+        let subscription = match request.subscription_id.as_str() {
+            "" => "*".to_owned(),
+            id => self.owned(&tenant, id).await?.id,
         };
-        let mut subscription = "*".to_owned();
-        if !request.subscription_id.is_empty() {
-            let found = self.subscription(&caller, &request.subscription_id).await?;
-            if tenant != "*" && tenant != found.tenant {
-                return Err(Status::invalid_argument(format!(
-                    "subscription_id: {} belongs to another tenant than {tenant:?}",
-                    found.id
-                )));
-            }
-            tenant = found.tenant;
-            subscription = found.id;
-        }
-        // A wildcard or a dot in a name would widen the subject.
-        if tenant != "*" {
-            hookrelay_core::event::check_token_path(&tenant, false)
-                .map_err(|m| Status::invalid_argument(format!("tenant: {m}")))?;
-        }
         let subject = self
             .replayer
             .config
@@ -262,7 +243,7 @@ impl DeliveryLogs for LogService {
         let attempts = subscriber.filter_map(move |message| {
             let record = serde_json::from_slice::<AttemptRecord>(&message.payload)
                 .ok()
-                .filter(|record| caller.sees(&record.tenant));
+                .filter(|record| record.tenant == tenant);
             async move { record.map(|record| Ok(to_proto(record))) }
         });
         Ok(Response::new(Box::pin(attempts)))
@@ -290,14 +271,7 @@ impl DeliveryLogs for LogService {
         }
         let subscription = match request.subscription_id.as_str() {
             "" => None,
-            id => {
-                // Another tenant's is NOT_FOUND, as a missing one.
-                let found = self.subscription(&caller, id).await?;
-                if found.tenant != tenant {
-                    return Err(Status::not_found(format!("subscription {id} not found")));
-                }
-                Some(found.id)
-            }
+            id => Some(self.owned(&tenant, id).await?.id),
         };
         let scope = Scope::Attempts {
             tenant,
@@ -319,14 +293,16 @@ impl DeliveryLogs for LogService {
         request: Request<pb::GetAttemptRequest>,
     ) -> Result<Response<pb::Attempt>, Status> {
         let caller = Caller::of(&request);
-        let id = request.into_inner().id;
+        let request = request.into_inner();
+        let tenant = caller.tenant_for(&request.tenant)?;
+        let id = request.id;
         if !id.starts_with("att_") {
             return Err(Status::invalid_argument(format!(
                 "id: {id:?} is not an attempt id (att_<ULID>)"
             )));
         }
         match self.index.get(&id).await? {
-            Some(record) if caller.sees(&record.tenant) => Ok(Response::new(to_proto(record))),
+            Some(record) if record.tenant == tenant => Ok(Response::new(to_proto(record))),
             _ => Err(Status::not_found(format!(
                 "attempt {id} not found (or older than the retention)"
             ))),
@@ -339,23 +315,10 @@ impl DeliveryLogs for LogService {
     ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        if !request.subscription_id.is_empty() {
-            self.subscription(&caller, &request.subscription_id).await?;
-        }
-        if !request.tenant.is_empty() {
-            check_tenant(&caller, &request.tenant)?;
-        }
-        let scope = match (
-            request.tenant.is_empty(),
-            request.subscription_id.is_empty(),
-        ) {
-            (false, true) => Scope::TenantFailures(request.tenant.clone()),
-            (true, false) => Scope::SubscriptionFailures(request.subscription_id.clone()),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "exactly one of tenant or subscription_id must be set",
-                ))
-            }
+        let tenant = caller.tenant_for(&request.tenant)?;
+        let scope = match request.subscription_id.as_str() {
+            "" => Scope::TenantFailures(tenant),
+            id => Scope::SubscriptionFailures(self.owned(&tenant, id).await?.id),
         };
         let filter = Filter {
             outcome: None,
@@ -378,7 +341,8 @@ impl DeliveryLogs for LogService {
     ) -> Result<Response<pb::RedeliverResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let subscription = self.subscription(&caller, &request.subscription_id).await?;
+        let tenant = caller.tenant_for(&request.tenant)?;
+        let subscription = self.owned(&tenant, &request.subscription_id).await?;
         let webhook_id = self
             .replayer
             .redeliver(
@@ -396,7 +360,8 @@ impl DeliveryLogs for LogService {
     ) -> Result<Response<pb::RecoverFailedResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        self.subscription(&caller, &request.subscription_id).await?;
+        let tenant = caller.tenant_for(&request.tenant)?;
+        self.owned(&tenant, &request.subscription_id).await?;
         let since = time(&request.since, "since")?
             .ok_or_else(|| Status::invalid_argument("since: is required"))?;
         let until = time(&request.until, "until")?.unwrap_or_else(Utc::now);
@@ -412,13 +377,14 @@ impl DeliveryLogs for LogService {
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let caller = Caller::of(&request);
-        check_tenant(&caller, &request.get_ref().tenant)?;
+        let mut request = request.into_inner();
+        request.tenant = caller.tenant_for(&request.tenant)?;
         let (events, next_page_token) = crate::events::list(
             &self.replayer.js,
             &self.replayer.config,
             &self.tokens,
             caller.tenant().unwrap_or("*"),
-            request.get_ref(),
+            &request,
         )
         .await?;
         Ok(Response::new(pb::ListEventsResponse {
@@ -432,8 +398,10 @@ impl DeliveryLogs for LogService {
         request: Request<pb::GetSubscriptionHealthRequest>,
     ) -> Result<Response<pb::SubscriptionHealth>, Status> {
         let caller = Caller::of(&request);
-        let id = request.into_inner().subscription_id;
-        let enabled = self.subscription(&caller, &id).await?.enabled;
+        let request = request.into_inner();
+        let tenant = caller.tenant_for(&request.tenant)?;
+        let id = request.subscription_id;
+        let enabled = self.owned(&tenant, &id).await?.enabled;
         let health = self.index.health(&id).await?;
         Ok(Response::new(crate::health::to_proto(
             &id, enabled, &health,

@@ -6,7 +6,7 @@ use chrono::Utc;
 use hookrelay_core::signing::generate_secret;
 use hookrelay_core::subscription::{StoredSecret, Subscription};
 use hookrelay_dispatcher::sender::Sender;
-use hookrelay_proto::auth::Caller;
+use hookrelay_proto::auth::{Caller, TenantError};
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
@@ -79,11 +79,14 @@ impl SubscriptionService {
         Ok(())
     }
 
-    /// A subscription the caller may see; another tenant's is NOT_FOUND,
-    /// exactly like a missing one.
-    async fn visible(&self, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
+    /// Subscription `id` of `tenant` (as [`tenant_of`] resolved it);
+    /// another tenant's is NOT_FOUND, exactly like a missing one.
+    async fn owned(&self, tenant: &str, id: &str) -> Result<Subscription, ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::invalid("id", "is required"));
+        }
         let sub = self.store.get(id).await?;
-        if caller.sees(&sub.tenant) {
+        if sub.tenant == tenant {
             Ok(sub)
         } else {
             Err(ApiError::NotFound(id.to_owned()))
@@ -160,14 +163,18 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
     }
 }
 
-/// A tenant token may only name its own tenant.
-fn check_tenant(caller: &Caller, tenant: &str) -> Result<(), ApiError> {
-    match caller.tenant() {
-        Some(own) if own != tenant => Err(ApiError::PermissionDenied(format!(
-            "tenant {tenant:?}: this token is scoped to tenant {own:?}"
-        ))),
-        _ => Ok(()),
-    }
+/// The tenant a request acts on, by the API's one rule
+/// ([`Caller::tenant_for`]); `field` is where the request holds it
+/// (`tenant`, or `subscription.tenant`).
+fn tenant_of(caller: &Caller, named: &str, field: &str) -> Result<String, ApiError> {
+    caller.tenant_for(named).map_err(|error| match error {
+        TenantError::Foreign { .. } => ApiError::PermissionDenied(error.to_string()),
+        TenantError::Missing | TenantError::Invalid(_) => {
+            let text = error.to_string();
+            let message = text.strip_prefix("tenant: ").unwrap_or(&text);
+            ApiError::invalid(field, message)
+        }
+    })
 }
 
 /// A stale `expected` (0 skips the check) is refused before any write.
@@ -194,12 +201,7 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
         let caller = Caller::of(&request);
         let mut input = required(request.into_inner().subscription)?;
-        if let Some(own) = caller.tenant() {
-            if input.tenant.is_empty() {
-                input.tenant = own.to_owned();
-            }
-        }
-        check_tenant(&caller, &input.tenant)?;
+        input.tenant = tenant_of(&caller, &input.tenant, "subscription.tenant")?;
         if !input.id.is_empty() {
             return Err(ApiError::invalid(
                 "subscription.id",
@@ -256,7 +258,9 @@ impl Subscriptions for SubscriptionService {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
         let caller = Caller::of(&request);
-        let sub = self.visible(&caller, &request.into_inner().id).await?;
+        let request = request.into_inner();
+        let tenant = tenant_of(&caller, &request.tenant, "tenant")?;
+        let sub = self.owned(&tenant, &request.id).await?;
         Ok(Response::new(to_proto(&sub)))
     }
 
@@ -265,13 +269,8 @@ impl Subscriptions for SubscriptionService {
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
         let caller = Caller::of(&request);
-        let mut request = request.into_inner();
-        if let Some(own) = caller.tenant() {
-            if request.tenant.is_empty() {
-                request.tenant = own.to_owned();
-            }
-            check_tenant(&caller, &request.tenant)?;
-        }
+        let request = request.into_inner();
+        let tenant = tenant_of(&caller, &request.tenant, "tenant")?;
         let limit = match request.page_size {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
@@ -279,10 +278,9 @@ impl Subscriptions for SubscriptionService {
             }
             n => n,
         };
-        let tenant = (!request.tenant.is_empty()).then_some(request.tenant.as_str());
         let (subs, more) = self
             .store
-            .list(tenant, &request.page_token, limit as usize)
+            .list(&tenant, &request.page_token, limit as usize)
             .await?;
         let next_page_token = match (more, subs.last()) {
             (true, Some(last)) => last.id.clone(),
@@ -300,22 +298,14 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::Subscription>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let input = required(request.subscription)?;
-        let mut sub = self.visible(&caller, &input.id).await?;
-        check_tenant(&caller, &input.tenant)?;
+        let mut input = required(request.subscription)?;
+        input.tenant = tenant_of(&caller, &input.tenant, "subscription.tenant")?;
+        // Another tenant's subscription is not found, so the tenant of a
+        // subscription never changes.
+        let mut sub = self.owned(&input.tenant, &input.id).await?;
         check_revision(&sub, request.expected_revision)?;
         let spec = validate::spec(&input)?;
         self.in_flight.check(&spec)?;
-        if spec.tenant != sub.tenant {
-            return Err(ApiError::invalid(
-                "subscription.tenant",
-                format!(
-                    "cannot change from {:?} to {:?}; create the subscription in the other tenant instead",
-                    sub.tenant, spec.tenant
-                ),
-            )
-            .into());
-        }
         if spec.event_types != sub.event_types {
             self.check_catalogued(&spec.tenant, &spec.event_types)
                 .await?;
@@ -337,7 +327,8 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let sub = self.visible(&caller, &request.id).await?;
+        let tenant = tenant_of(&caller, &request.tenant, "tenant")?;
+        let sub = self.owned(&tenant, &request.id).await?;
         check_revision(&sub, request.expected_revision)?;
         self.store.delete(&sub, sub.revision).await?;
         tracing::info!(subscription = %sub.id, "subscription deleted");
@@ -350,7 +341,8 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::SendTestEventResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let sub = self.visible(&caller, &request.id).await?;
+        let tenant = tenant_of(&caller, &request.tenant, "tenant")?;
+        let sub = self.owned(&tenant, &request.id).await?;
         let catalog = self.catalog.caught_up().await?;
         let event =
             crate::test_event::event_for(&sub, &request.event_type, &request.data, catalog)?;
@@ -366,6 +358,7 @@ impl Subscriptions for SubscriptionService {
     ) -> Result<Response<pb::RotateSecretResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
+        let tenant = tenant_of(&caller, &request.tenant, "tenant")?;
         let grace = match request.grace {
             None => Duration::from_secs(24 * 3600),
             Some(grace) => Duration::try_from(grace)
@@ -373,7 +366,7 @@ impl Subscriptions for SubscriptionService {
                 .filter(|g| *g <= Duration::from_secs(7 * 24 * 3600))
                 .ok_or_else(|| ApiError::invalid("grace", "must be between 0s and 7 days"))?,
         };
-        let mut sub = self.visible(&caller, &request.id).await?;
+        let mut sub = self.owned(&tenant, &request.id).await?;
         let now = Utc::now();
         let expires_at = now + chrono::Duration::from_std(grace).expect("grace fits");
         // Earlier rotations' secrets that already stopped signing are dropped.

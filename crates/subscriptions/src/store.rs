@@ -98,7 +98,7 @@ impl Store {
                 {
                     return Ok(());
                 }
-                let (all, _) = self.scan(None, "", usize::MAX).await?;
+                let (all, _) = self.scan("", usize::MAX).await?;
                 let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> =
                     Default::default();
                 for sub in all {
@@ -402,18 +402,15 @@ impl Store {
         Ok(sub)
     }
 
-    /// Subscriptions with ids after `after`, in id order, at most `limit`,
-    /// of `tenant` if given (reading only that tenant's); and whether more
-    /// may follow.
+    /// `tenant`'s subscriptions with ids after `after`, in id order, at
+    /// most `limit` (reading only that tenant's); and whether more may
+    /// follow.
     pub async fn list(
         &self,
-        tenant: Option<&str>,
+        tenant: &str,
         after: &str,
         limit: usize,
     ) -> Result<(Vec<Subscription>, bool), ApiError> {
-        let Some(tenant) = tenant else {
-            return self.scan(None, after, limit).await;
-        };
         self.ensure_indexed().await?;
         let (members, _) = self.members(tenant).await?;
         let ids: Vec<&String> = members
@@ -455,14 +452,9 @@ impl Store {
             .await
     }
 
-    /// Every subscription (of `tenant` if given) after `after`, by reading
-    /// the whole bucket: for admins listing everything, and for indexing.
-    async fn scan(
-        &self,
-        tenant: Option<&str>,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<Subscription>, bool), ApiError> {
+    /// Every subscription after `after`, by reading the whole bucket: for
+    /// indexing only (the API reads one tenant's, through the index).
+    async fn scan(&self, after: &str, limit: usize) -> Result<(Vec<Subscription>, bool), ApiError> {
         let keys = match self.kv.keys().await {
             Ok(keys) => keys
                 .try_collect::<Vec<String>>()
@@ -479,9 +471,6 @@ impl Store {
                 Err(ApiError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            if tenant.is_some_and(|t| t != sub.tenant) {
-                continue;
-            }
             page.push(sub);
             if page.len() == limit {
                 return Ok((page, i + 1 < keys.len()));

@@ -561,6 +561,7 @@ async fn a_test_event_sends_the_types_example() {
         .subscriptions()
         .await
         .send_test_event(pb::SendTestEventRequest {
+            tenant: "acme".into(),
             id: sub.id,
             ..Default::default()
         })

@@ -22,6 +22,7 @@ pub async fn health(hr: &Harness, id: &str) -> pb::SubscriptionHealth {
     hr.logs()
         .await
         .get_subscription_health(pb::GetSubscriptionHealthRequest {
+            tenant: "acme".into(),
             subscription_id: id.to_owned(),
         })
         .await
@@ -182,7 +183,10 @@ async fn a_subscription_failing_longer_than_disable_after_is_disabled_and_announ
     let stored = hr
         .subscriptions()
         .await
-        .get_subscription(pb::GetSubscriptionRequest { id: sub.id.clone() })
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant: "acme".into(),
+            id: sub.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();

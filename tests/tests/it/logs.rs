@@ -107,6 +107,7 @@ async fn successes_and_failures_are_listed_fetched_and_counted() {
         .logs()
         .await
         .get_attempt(pb::GetAttemptRequest {
+            tenant: "acme".into(),
             id: succeeded.id.clone(),
         })
         .await
@@ -376,6 +377,7 @@ async fn bad_log_queries_are_refused() {
     );
     let missing = logs
         .get_attempt(pb::GetAttemptRequest {
+            tenant: "acme".into(),
             id: "att_01J00000000000000000000000".into(),
         })
         .await
@@ -431,6 +433,7 @@ async fn records_live_in_the_attempts_stream_and_drop_out_with_it() {
     let mut logs = hr.logs().await;
     let kept = logs
         .get_attempt(pb::GetAttemptRequest {
+            tenant: "acme".into(),
             id: attempts[1].id.clone(),
         })
         .await
@@ -448,6 +451,7 @@ async fn records_live_in_the_attempts_stream_and_drop_out_with_it() {
     for attempt in &attempts {
         let gone = logs
             .get_attempt(pb::GetAttemptRequest {
+                tenant: "acme".into(),
                 id: attempt.id.clone(),
             })
             .await

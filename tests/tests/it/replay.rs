@@ -123,6 +123,7 @@ async fn failures_replay_and_health_after_a_known_mix() {
     // Health after e-4 succeeded: healthy, 2 of 4 recent attempts good.
     let health = logs
         .get_subscription_health(pb::GetSubscriptionHealthRequest {
+            tenant: "acme".into(),
             subscription_id: sub.id.clone(),
         })
         .await
@@ -140,6 +141,7 @@ async fn failures_replay_and_health_after_a_known_mix() {
     receiver.respond_with(|_, _| Reply::status(200));
     let recovered = logs
         .recover_failed(pb::RecoverFailedRequest {
+            tenant: "acme".into(),
             subscription_id: sub.id.clone(),
             since: ts(before),
             until: None,
@@ -168,6 +170,7 @@ async fn failures_replay_and_health_after_a_known_mix() {
     // Redeliver one event on request.
     let response = logs
         .redeliver(pb::RedeliverRequest {
+            tenant: "acme".into(),
             event_id: "e-1".into(),
             subscription_id: sub.id.clone(),
         })
@@ -182,6 +185,7 @@ async fn failures_replay_and_health_after_a_known_mix() {
     assert!(sent.body_str().contains(r#""fail":false"#));
     let missing = logs
         .redeliver(pb::RedeliverRequest {
+            tenant: "acme".into(),
             event_id: "e-404".into(),
             subscription_id: sub.id.clone(),
         })
@@ -235,6 +239,7 @@ async fn failing_subscriptions_say_so() {
         .logs()
         .await
         .get_subscription_health(pb::GetSubscriptionHealthRequest {
+            tenant: "acme".into(),
             subscription_id: sub.id.clone(),
         })
         .await
@@ -341,7 +346,9 @@ async fn redeliver_sends_the_event_of_the_subscriptions_tenant_and_only_to_it() 
     wait_attempts(&hr, &acme.id, 1).await;
     wait_attempts(&hr, &globex.id, 2).await;
     let redeliver = |token: &'static str, event_id: &str, subscription_id: &str| {
+        // A tenant token's own tenant; the admin acts on acme's.
         let request = pb::RedeliverRequest {
+            tenant: if token.is_empty() { "acme" } else { "" }.into(),
             event_id: event_id.into(),
             subscription_id: subscription_id.into(),
         };

@@ -183,7 +183,10 @@ async fn gone_disables_the_subscription() {
         let id = sub.id.clone();
         async move {
             let sub = client
-                .get_subscription(pb::GetSubscriptionRequest { id })
+                .get_subscription(pb::GetSubscriptionRequest {
+                    tenant: "acme".into(),
+                    id,
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -207,7 +210,10 @@ async fn gone_disables_the_subscription() {
     other.wait_for(1, WAIT).await;
     assert_eq!(receiver.requests().len(), 1);
     let _ = client
-        .list_subscriptions(pb::ListSubscriptionsRequest::default())
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
 }

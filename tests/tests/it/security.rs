@@ -270,15 +270,9 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
     let checks: Vec<(&str, tonic::Status)> = vec![
         (
             "GetSubscription",
-            subs.get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
-                .await
-                .unwrap_err(),
-        ),
-        (
-            "UpdateSubscription",
-            subs.update_subscription(pb::UpdateSubscriptionRequest {
-                subscription: Some(theirs.clone()),
-                expected_revision: theirs.revision,
+            subs.get_subscription(pb::GetSubscriptionRequest {
+                id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -297,6 +291,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             subs.delete_subscription(pb::DeleteSubscriptionRequest {
                 id: id.clone(),
                 expected_revision: theirs.revision,
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -314,7 +309,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             "RotateSecret",
             subs.rotate_secret(pb::RotateSecretRequest {
                 id: id.clone(),
-                grace: None,
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -342,6 +337,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             logs.redeliver(pb::RedeliverRequest {
                 event_id: "g-1".into(),
                 subscription_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -351,7 +347,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             logs.recover_failed(pb::RecoverFailedRequest {
                 subscription_id: id.clone(),
                 since: Some(prost_types::Timestamp::default()),
-                until: None,
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -360,6 +356,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
             "GetSubscriptionHealth",
             logs.get_subscription_health(pb::GetSubscriptionHealthRequest {
                 subscription_id: id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -379,6 +376,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
     let attempt = logs
         .get_attempt(pb::GetAttemptRequest {
             id: their_attempt.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -395,6 +393,15 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
 
     // Naming globex: PERMISSION_DENIED.
     let denied: Vec<(&str, tonic::Status)> = vec![
+        (
+            "UpdateSubscription",
+            subs.update_subscription(pb::UpdateSubscriptionRequest {
+                subscription: Some(theirs.clone()),
+                expected_revision: theirs.revision,
+            })
+            .await
+            .unwrap_err(),
+        ),
         (
             "ListAttempts by tenant",
             logs.list_attempts(pb::ListAttemptsRequest {
@@ -553,6 +560,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
     let own = logs
         .get_attempt(pb::GetAttemptRequest {
             id: my_attempt.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -561,6 +569,7 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
     let health = logs
         .get_subscription_health(pb::GetSubscriptionHealthRequest {
             subscription_id: mine.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -570,7 +579,10 @@ async fn tenants_see_only_their_own_data_through_every_rpc() {
     // Globex's subscription is as it was, and its token sees it.
     let mut globex = hr.subscriptions_as(TestEnv::GLOBEX_TOKEN).await;
     let kept = globex
-        .get_subscription(pb::GetSubscriptionRequest { id: id.clone() })
+        .get_subscription(pb::GetSubscriptionRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -616,6 +628,7 @@ async fn during_a_rotation_old_and_new_secrets_both_verify() {
         .subscriptions()
         .await
         .rotate_secret(pb::RotateSecretRequest {
+            tenant: "acme".into(),
             id: sub.id.clone(),
             grace: Some(prost_types::Duration {
                 seconds: 3600,
@@ -648,7 +661,10 @@ async fn during_a_rotation_old_and_new_secrets_both_verify() {
     let shown = hr
         .subscriptions()
         .await
-        .get_subscription(pb::GetSubscriptionRequest { id: sub.id })
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant: "acme".into(),
+            id: sub.id,
+        })
         .await
         .unwrap();
     let text = format!("{:?}", shown.into_inner());
@@ -808,7 +824,16 @@ async fn a_tail_shows_a_tenant_only_its_own_attempts() {
         ))
         .await;
     let mut globex = tail(&hr, TestEnv::GLOBEX_TOKEN, "", "").await.unwrap();
-    let mut admin = tail(&hr, "", "", "").await.unwrap();
+    // An admin follows one tenant at a time, as it reads one.
+    let unnamed = tail(&hr, "", "", "").await.unwrap_err();
+    assert_eq!(
+        (unnamed.code(), unnamed.message()),
+        (
+            Code::InvalidArgument,
+            "tenant: is required with an admin token (a tenant token may leave it empty)"
+        )
+    );
+    let mut admin = tail(&hr, "", "acme", "").await.unwrap();
 
     // Another tenant, another tenant's subscription, a widened subject:
     // refused.
@@ -836,14 +861,299 @@ async fn a_tail_shows_a_tenant_only_its_own_attempts() {
         ),
         ("globex", globex_sub.id.as_str(), "globex-1")
     );
-    // The admin sees both; globex never sees acme's (its next is its own).
-    let mut events = vec![
-        next_tailed(&mut admin).await.event_id,
-        next_tailed(&mut admin).await.event_id,
-    ];
-    events.sort();
-    assert_eq!(events, ["acme-1", "globex-1"]);
+    let seen = next_tailed(&mut admin).await;
+    assert_eq!(
+        (
+            seen.tenant.as_str(),
+            seen.subscription_id.as_str(),
+            seen.event_id.as_str()
+        ),
+        ("acme", acme_sub.id.as_str(), "acme-1")
+    );
+    // Neither ever sees the other tenant's: each one's next is its own.
     hr.publish("globex", "tail.one", br#"{"id":"globex-2","data":{}}"#)
         .await;
+    hr.publish("acme", "tail.one", br#"{"id":"acme-2","data":{}}"#)
+        .await;
     assert_eq!(next_tailed(&mut globex).await.event_id, "globex-2");
+    assert_eq!(next_tailed(&mut admin).await.event_id, "acme-2");
+}
+
+/// The calls of the tenant rule's table: every RPC of Subscriptions and
+/// DeliveryLogs that acts on a tenant (EventTypes: catalog.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    GetSubscription,
+    ListSubscriptions,
+    UpdateSubscription,
+    DeleteSubscription,
+    RotateSecret,
+    SendTestEvent,
+    GetAttempt,
+    Redeliver,
+    RecoverFailed,
+    GetSubscriptionHealth,
+    ListFailures,
+    ListEvents,
+    TailAttempts,
+}
+
+impl Rpc {
+    /// Update last: it points acme's subscription elsewhere.
+    const ALL: [Rpc; 13] = [
+        Rpc::GetSubscription,
+        Rpc::ListSubscriptions,
+        Rpc::DeleteSubscription,
+        Rpc::RotateSecret,
+        Rpc::SendTestEvent,
+        Rpc::GetAttempt,
+        Rpc::Redeliver,
+        Rpc::RecoverFailed,
+        Rpc::GetSubscriptionHealth,
+        Rpc::ListFailures,
+        Rpc::ListEvents,
+        Rpc::TailAttempts,
+        Rpc::UpdateSubscription,
+    ];
+
+    /// Whether the call names an object by id (a subscription; an attempt
+    /// for GetAttempt).
+    fn takes_id(self) -> bool {
+        !matches!(self, Rpc::ListSubscriptions | Rpc::ListEvents)
+    }
+
+    /// Where the request holds its tenant.
+    fn field(self) -> &'static str {
+        match self {
+            Rpc::UpdateSubscription => "subscription.tenant",
+            _ => "tenant",
+        }
+    }
+
+    /// Calls the RPC with `token` (empty: the admin's), naming `tenant` and
+    /// the object `id`; Ok when the call did what it is for.
+    async fn call(
+        self,
+        hr: &Harness,
+        token: &str,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(), tonic::Status> {
+        let (mut subs, mut logs) = match token {
+            "" => (hr.subscriptions().await, hr.logs().await),
+            token => (hr.subscriptions_as(token).await, hr.logs_as(token).await),
+        };
+        let tenant = tenant.to_owned();
+        let id = id.to_owned();
+        match self {
+            Rpc::GetSubscription => subs
+                .get_subscription(pb::GetSubscriptionRequest { tenant, id })
+                .await
+                .map(drop),
+            Rpc::ListSubscriptions => subs
+                .list_subscriptions(pb::ListSubscriptionsRequest {
+                    tenant,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::UpdateSubscription => subs
+                .update_subscription(pb::UpdateSubscriptionRequest {
+                    subscription: Some(pb::Subscription {
+                        id,
+                        name: "updated".into(),
+                        ..subscription(&tenant, "https://example.test/updated", &["*"])
+                    }),
+                    expected_revision: 0,
+                })
+                .await
+                .map(drop),
+            Rpc::DeleteSubscription => subs
+                .delete_subscription(pb::DeleteSubscriptionRequest {
+                    tenant,
+                    id,
+                    expected_revision: 0,
+                })
+                .await
+                .map(drop),
+            Rpc::RotateSecret => subs
+                .rotate_secret(pb::RotateSecretRequest {
+                    tenant,
+                    id,
+                    grace: None,
+                })
+                .await
+                .map(drop),
+            Rpc::SendTestEvent => subs
+                .send_test_event(pb::SendTestEventRequest {
+                    tenant,
+                    id,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::GetAttempt => logs
+                .get_attempt(pb::GetAttemptRequest { tenant, id })
+                .await
+                .map(drop),
+            Rpc::Redeliver => logs
+                .redeliver(pb::RedeliverRequest {
+                    tenant,
+                    event_id: "rule-1".into(),
+                    subscription_id: id,
+                })
+                .await
+                .map(drop),
+            Rpc::RecoverFailed => logs
+                .recover_failed(pb::RecoverFailedRequest {
+                    tenant,
+                    subscription_id: id,
+                    since: Some(prost_types::Timestamp::default()),
+                    until: None,
+                })
+                .await
+                .map(drop),
+            Rpc::GetSubscriptionHealth => logs
+                .get_subscription_health(pb::GetSubscriptionHealthRequest {
+                    tenant,
+                    subscription_id: id,
+                })
+                .await
+                .map(drop),
+            Rpc::ListFailures => logs
+                .list_failures(pb::ListFailuresRequest {
+                    tenant,
+                    subscription_id: id,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::ListEvents => logs
+                .list_events(pb::ListEventsRequest {
+                    tenant,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::TailAttempts => logs
+                .tail_attempts(pb::TailAttemptsRequest {
+                    tenant,
+                    subscription_id: id,
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// The tenant rule, RPC by RPC: an admin token must name the tenant; a
+/// tenant token may leave it empty (its own) and may not name another; an
+/// id of another tenant is not found, word for word like an id that does
+/// not exist.
+#[tokio::test]
+async fn every_rpc_follows_the_one_tenant_rule() {
+    let hr = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let acme_url = receiver.url("/acme");
+    let (acme, _) = hr.create(subscription("acme", &acme_url, &["*"])).await;
+    let (globex, _) = hr
+        .create(subscription("globex", &receiver.url("/globex"), &["*"]))
+        .await;
+    hr.publish("acme", "rule.checked", br#"{"id":"rule-1","data":{}}"#)
+        .await;
+    hr.publish("globex", "rule.checked", br#"{"id":"rule-1","data":{}}"#)
+        .await;
+    let acme_attempt = crate::logs::wait_attempts(&hr, &acme.id, 1).await.remove(0);
+    let globex_attempt = crate::logs::wait_attempts(&hr, &globex.id, 1)
+        .await
+        .remove(0);
+    let unknown_sub = "sub_01JAAAAAAAAAAAAAAAAAAAAAAA";
+    let unknown_attempt = "att_01JAAAAAAAAAAAAAAAAAAAAAAA";
+
+    const ADMIN: &str = "";
+    const ACME: &str = TestEnv::ACME_TOKEN;
+    let missing = |field: &str| {
+        format!("{field}: is required with an admin token (a tenant token may leave it empty)")
+    };
+    let foreign = "tenant \"globex\": this token is scoped to tenant \"acme\"";
+    for rpc in Rpc::ALL {
+        // Its object of acme's, of globex's, and one that does not exist.
+        let (mine, theirs, unknown) = match rpc {
+            Rpc::GetAttempt => (
+                acme_attempt.id.clone(),
+                globex_attempt.id.clone(),
+                unknown_attempt,
+            ),
+            _ if rpc.takes_id() => (acme.id.clone(), globex.id.clone(), unknown_sub),
+            _ => Default::default(),
+        };
+        // A deletion that works takes a subscription made for it.
+        let own = || async {
+            match rpc {
+                Rpc::DeleteSubscription => {
+                    hr.create(subscription("acme", &acme_url, &["*"]))
+                        .await
+                        .0
+                        .id
+                }
+                _ => mine.clone(),
+            }
+        };
+
+        // An admin token names no tenant: refused before any lookup.
+        let status = rpc.call(&hr, ADMIN, "", &mine).await.unwrap_err();
+        assert_eq!(
+            (rpc, status.code(), status.message()),
+            (rpc, Code::InvalidArgument, missing(rpc.field()).as_str())
+        );
+        // An admin token naming the tenant; a tenant token leaving it
+        // empty, or naming its own.
+        for (token, tenant) in [(ADMIN, "acme"), (ACME, ""), (ACME, "acme")] {
+            let result = rpc.call(&hr, token, tenant, &own().await).await;
+            assert!(
+                result.is_ok(),
+                "{rpc:?} with {} naming {tenant:?}: {result:?}",
+                if token == ADMIN {
+                    "admin"
+                } else {
+                    "acme's token"
+                }
+            );
+        }
+        // A tenant token naming another tenant, whatever the id.
+        let status = rpc.call(&hr, ACME, "globex", &theirs).await.unwrap_err();
+        assert_eq!(
+            (rpc, status.code(), status.message()),
+            (rpc, Code::PermissionDenied, foreign)
+        );
+        if !rpc.takes_id() {
+            continue;
+        }
+        // Another tenant's id answers as an unknown one does.
+        let not_found = rpc.call(&hr, ADMIN, "acme", unknown).await.unwrap_err();
+        assert_eq!((rpc, not_found.code()), (rpc, Code::NotFound));
+        let expected = not_found.message().replace(unknown, &theirs);
+        for (token, tenant) in [(ADMIN, "acme"), (ACME, "")] {
+            let status = rpc.call(&hr, token, tenant, &theirs).await.unwrap_err();
+            assert_eq!(
+                (rpc, tenant, status.code(), status.message()),
+                (rpc, tenant, Code::NotFound, expected.as_str())
+            );
+        }
+    }
+
+    // Globex's subscription is as it was, and nothing reached it but its
+    // one event.
+    let kept = hr
+        .subscriptions()
+        .await
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant: "globex".into(),
+            id: globex.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept, globex);
+    assert_eq!(receiver.requests_to("/globex").len(), 1);
 }

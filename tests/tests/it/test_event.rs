@@ -24,6 +24,7 @@ async fn a_test_event_is_sent_with_the_subscription_shape() {
     let mut client = hr.subscriptions().await;
     let sent = client
         .send_test_event(pb::SendTestEventRequest {
+            tenant: "acme".into(),
             id: sub.id.clone(),
             event_type: "deal.won".into(),
             data: r#"{"id": 7}"#.into(),
@@ -55,6 +56,7 @@ async fn a_test_event_is_sent_with_the_subscription_shape() {
     // The sample event when none is given.
     client
         .send_test_event(pb::SendTestEventRequest {
+            tenant: "acme".into(),
             id: sub.id.clone(),
             ..Default::default()
         })
@@ -67,6 +69,7 @@ async fn a_test_event_is_sent_with_the_subscription_shape() {
 
     let bad = client
         .send_test_event(pb::SendTestEventRequest {
+            tenant: "acme".into(),
             id: sub.id.clone(),
             data: "[1]".into(),
             ..Default::default()
@@ -79,6 +82,7 @@ async fn a_test_event_is_sent_with_the_subscription_shape() {
     );
     let missing = client
         .send_test_event(pb::SendTestEventRequest {
+            tenant: "acme".into(),
             id: "sub_01JAAAAAAAAAAAAAAAAAAAAAAA".into(),
             ..Default::default()
         })

@@ -74,7 +74,7 @@ pub async fn run(
                 .list_attempts(pb::ListAttemptsRequest {
                     subscription_id: subscription.unwrap_or_default(),
                     event_id: event.unwrap_or_default(),
-                    tenant: tenant.unwrap_or_default(),
+                    tenant: server.tenant(tenant),
                     page_size,
                     page_token: page_token.unwrap_or_default(),
                     outcome: outcome.unwrap_or_default(),
@@ -88,7 +88,10 @@ pub async fn run(
         }
         AttemptsCommand::Get { id } => {
             let attempt = client
-                .get_attempt(pb::GetAttemptRequest { id })
+                .get_attempt(pb::GetAttemptRequest {
+                    tenant: server.tenant(None),
+                    id,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();

@@ -83,6 +83,37 @@ impl Scope {
     fn tenant(&self) -> String {
         self.tenant.clone().unwrap_or_default()
     }
+
+    /// The global `--tenant` where the command names neither a tenant nor
+    /// `--global`.
+    fn default_tenant(&mut self, tenant: Option<&str>) {
+        if self.tenant.is_none() && !self.global {
+            self.tenant = tenant.map(str::to_owned);
+        }
+    }
+}
+
+impl EventTypeCommand {
+    /// Gives every scope that names none the global `--tenant`
+    /// (`HOOKCTL_TENANT`).
+    pub fn default_tenant(&mut self, tenant: Option<&str>) {
+        match self {
+            EventTypeCommand::Create(CreateArgs { scope, .. })
+            | EventTypeCommand::Get { scope, .. }
+            | EventTypeCommand::List { scope, .. }
+            | EventTypeCommand::Update(UpdateArgs { scope, .. })
+            | EventTypeCommand::Archive { scope, .. }
+            | EventTypeCommand::Unarchive { scope, .. }
+            | EventTypeCommand::Import(ImportArgs { scope, .. }) => scope.default_tenant(tenant),
+            EventTypeCommand::Settings(
+                SettingsCommand::Get { tenant: own } | SettingsCommand::Set { tenant: own, .. },
+            ) => {
+                if own.is_none() {
+                    *own = tenant.map(str::to_owned);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]

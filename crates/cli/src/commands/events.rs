@@ -21,7 +21,10 @@ pub enum EventsCommand {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    pub tenant: String,
+    /// The tenant (default: the global --tenant, else a tenant token's
+    /// own; required with an admin token).
+    #[arg(id = "tenant_arg", value_name = "TENANT")]
+    pub tenant: Option<String>,
     /// Exact type or `prefix.*`.
     #[arg(long = "type")]
     pub event_type: Option<String>,
@@ -45,7 +48,7 @@ pub async fn run(
     let mut client = DeliveryLogsClient::new(channel(server).await?);
     let page = client
         .list_events(pb::ListEventsRequest {
-            tenant: args.tenant,
+            tenant: server.tenant(args.tenant),
             event_type: args.event_type.unwrap_or_default(),
             since: timestamp(args.since),
             until: timestamp(args.until),

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use hookrelay_proto::v1 as pb;
@@ -14,9 +13,12 @@ use crate::time::timestamp;
 
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
-    #[arg(long, group = "scope")]
+    /// The tenant (default: the global --tenant, else a tenant token's
+    /// own; required with an admin token).
+    #[arg(long)]
     pub tenant: Option<String>,
-    #[arg(long, group = "scope")]
+    /// Only this subscription's failures (one of the tenant's).
+    #[arg(long)]
     pub subscription: Option<String>,
     /// RFC 3339 or a duration ago (`24h`).
     #[arg(long, value_parser = crate::time::parse)]
@@ -36,13 +38,10 @@ pub async fn failures(
     args: FailuresArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    if args.tenant.is_none() && args.subscription.is_none() {
-        bail!("say whose failures: --tenant T or --subscription ID");
-    }
     let mut client = DeliveryLogsClient::new(channel(server).await?);
     let page = client
         .list_failures(pb::ListFailuresRequest {
-            tenant: args.tenant.unwrap_or_default(),
+            tenant: server.tenant(args.tenant),
             subscription_id: args.subscription.unwrap_or_default(),
             since: timestamp(args.since),
             until: timestamp(args.until),
@@ -66,6 +65,7 @@ pub async fn redeliver(
     let mut client = DeliveryLogsClient::new(channel(server).await?);
     let response = client
         .redeliver(pb::RedeliverRequest {
+            tenant: server.tenant(None),
             event_id: event.clone(),
             subscription_id: subscription.clone(),
         })
@@ -99,6 +99,7 @@ pub async fn recover(
     let mut client = DeliveryLogsClient::new(channel(server).await?);
     let response = client
         .recover_failed(pb::RecoverFailedRequest {
+            tenant: server.tenant(None),
             subscription_id: subscription.clone(),
             since: timestamp(Some(since)),
             until: timestamp(until),

@@ -18,8 +18,10 @@ pub enum SubscriptionCommand {
     Create(CreateArgs),
     /// Show one subscription.
     Get { id: String },
-    /// List subscriptions, optionally of one tenant.
+    /// List a tenant's subscriptions.
     List {
+        /// The tenant (default: the global --tenant, else a tenant token's
+        /// own; required with an admin token).
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -186,9 +188,10 @@ pub enum EnvelopeName {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The tenant whose events it receives.
+    /// The tenant whose events it receives (default: the global --tenant,
+    /// else a tenant token's own; required with an admin token).
     #[arg(long)]
-    pub tenant: String,
+    pub tenant: Option<String>,
     /// Where requests go: http:// or https://.
     #[arg(long)]
     pub url: String,
@@ -353,7 +356,7 @@ pub async fn run(
     match command {
         SubscriptionCommand::Create(args) => {
             let mut sub = pb::Subscription {
-                tenant: args.tenant,
+                tenant: server.tenant(args.tenant),
                 url: args.url,
                 enabled: Some(!args.disabled),
                 label_filter: HashMap::new(),
@@ -384,7 +387,10 @@ pub async fn run(
         }
         SubscriptionCommand::Get { id } => {
             let sub = client
-                .get_subscription(pb::GetSubscriptionRequest { id })
+                .get_subscription(pb::GetSubscriptionRequest {
+                    tenant: server.tenant(None),
+                    id,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -398,10 +404,11 @@ pub async fn run(
         } => {
             let mut subs = Vec::new();
             let mut token = page_token.unwrap_or_default();
+            let tenant = server.tenant(tenant);
             loop {
                 let page = client
                     .list_subscriptions(pb::ListSubscriptionsRequest {
-                        tenant: tenant.clone().unwrap_or_default(),
+                        tenant: tenant.clone(),
                         page_size,
                         page_token: token,
                     })
@@ -431,6 +438,7 @@ pub async fn run(
         SubscriptionCommand::Update(args) => {
             let mut sub = client
                 .get_subscription(pb::GetSubscriptionRequest {
+                    tenant: server.tenant(None),
                     id: args.id.clone(),
                 })
                 .await
@@ -470,6 +478,7 @@ pub async fn run(
         SubscriptionCommand::Rotate { id, grace } => {
             let rotated = client
                 .rotate_secret(pb::RotateSecretRequest {
+                    tenant: server.tenant(None),
                     id,
                     grace: grace.and_then(|g| prost_types::Duration::try_from(g).ok()),
                 })
@@ -498,6 +507,7 @@ pub async fn run(
                 hookrelay_proto::v1::delivery_logs_client::DeliveryLogsClient::new(channel);
             let health = logs
                 .get_subscription_health(pb::GetSubscriptionHealthRequest {
+                    tenant: server.tenant(None),
                     subscription_id: id,
                 })
                 .await
@@ -512,6 +522,7 @@ pub async fn run(
         } => {
             let sent = client
                 .send_test_event(pb::SendTestEventRequest {
+                    tenant: server.tenant(None),
                     id,
                     event_type: event_type.unwrap_or_default(),
                     data: data.unwrap_or_default(),
@@ -546,6 +557,7 @@ pub async fn run(
         SubscriptionCommand::Delete { id, revision } => {
             client
                 .delete_subscription(pb::DeleteSubscriptionRequest {
+                    tenant: server.tenant(None),
                     id: id.clone(),
                     expected_revision: revision.unwrap_or(0),
                 })

@@ -13,9 +13,11 @@ use crate::output;
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// Default: the token's tenant (every tenant for an admin token).
+    /// The tenant (default: the global --tenant, else a tenant token's
+    /// own; required with an admin token).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Only this subscription's attempts (one of the tenant's).
     #[arg(long)]
     pub subscription: Option<String>,
 }
@@ -26,19 +28,20 @@ pub async fn run(
     args: TailArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    let tenant = server.tenant(args.tenant);
     let mut client = DeliveryLogsClient::new(channel(server).await?);
     let mut attempts = client
         .tail_attempts(pb::TailAttemptsRequest {
-            tenant: args.tenant.clone().unwrap_or_default(),
+            tenant: tenant.clone(),
             subscription_id: args.subscription.clone().unwrap_or_default(),
         })
         .await
         .map_err(status)?
         .into_inner();
-    let scope = match (&args.tenant, &args.subscription) {
+    let scope = match (tenant.as_str(), &args.subscription) {
         (_, Some(subscription)) => format!("subscription {subscription}"),
-        (Some(tenant), None) => format!("tenant {tenant}"),
-        (None, None) => "every attempt this token may see".to_owned(),
+        ("", None) => "this token's tenant".to_owned(),
+        (tenant, None) => format!("tenant {tenant}"),
     };
     writeln!(out, "following {scope} (Ctrl-C to stop)")?;
     out.flush()?;
