@@ -47,11 +47,15 @@ pub fn parse(text: &str) -> Result<pb::RetryPolicy, String> {
                 r#for: Some(duration(args[1])?),
             })
         }
+        // Values left out take the server's defaults (5s, 10h).
         "until-success" => {
-            want(2, "INITIAL,CAP, e.g. until-success=1s,1m")?;
+            if args.len() > 2 {
+                return Err("until-success takes [INITIAL[,CAP]], e.g. until-success=1s,1m".into());
+            }
+            let at = |i: usize| args.get(i).map(|a| duration(a)).transpose();
             Policy::UntilSuccess(pb::UntilSuccessRetry {
-                initial: Some(duration(args[0])?),
-                cap: Some(duration(args[1])?),
+                initial: at(0)?,
+                cap: at(1)?,
             })
         }
         "exponential" => {
@@ -132,5 +136,15 @@ mod tests {
         assert!(parse("sometimes").unwrap_err().contains("is not none"));
         assert!(parse("interval=1h").unwrap_err().contains("EVERY,FOR"));
         assert!(parse("schedule=soon").is_err());
+        // The server fills in what is left out.
+        assert_eq!(
+            parse("until-success").unwrap(),
+            pb::RetryPolicy {
+                policy: Some(Policy::UntilSuccess(pb::UntilSuccessRetry::default()))
+            }
+        );
+        assert!(parse("until-success=1s,1m,1h")
+            .unwrap_err()
+            .contains("[INITIAL[,CAP]]"));
     }
 }

@@ -590,3 +590,87 @@ async fn a_subscription_an_older_replica_writes_during_an_upgrade_is_listed() {
     )
     .await;
 }
+
+/// Every field of every retry policy has a default: an empty policy
+/// message saves, and a read shows the policy in effect, defaults filled in.
+#[tokio::test]
+async fn retry_policies_left_empty_are_saved_with_their_defaults() {
+    use pb::retry_policy::Policy;
+    let hr = Harness::start().await;
+    let secs = |s: i64| {
+        Some(prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    let hours = |h: i64| secs(h * 3600);
+    let default_delays: Vec<prost_types::Duration> = [5, 300, 1800, 7200, 18000, 36000, 36000]
+        .into_iter()
+        .map(|s| secs(s).unwrap())
+        .collect();
+    let cases = [
+        (
+            Policy::UntilSuccess(pb::UntilSuccessRetry::default()),
+            Policy::UntilSuccess(pb::UntilSuccessRetry {
+                initial: secs(5),
+                cap: hours(10),
+            }),
+        ),
+        (
+            Policy::UntilSuccess(pb::UntilSuccessRetry {
+                initial: None,
+                cap: secs(60),
+            }),
+            Policy::UntilSuccess(pb::UntilSuccessRetry {
+                initial: secs(5),
+                cap: secs(60),
+            }),
+        ),
+        (
+            Policy::Exponential(pb::ExponentialRetry::default()),
+            Policy::Exponential(pb::ExponentialRetry {
+                initial: secs(5),
+                factor: 2.0,
+                cap: hours(10),
+                max_attempts: 8,
+                max_age: None,
+                jitter: 0.0,
+            }),
+        ),
+        (
+            Policy::Interval(pb::IntervalRetry::default()),
+            Policy::Interval(pb::IntervalRetry {
+                every: hours(1),
+                r#for: hours(72),
+            }),
+        ),
+        (
+            Policy::Schedule(pb::ScheduleRetry::default()),
+            Policy::Schedule(pb::ScheduleRetry {
+                delays: default_delays,
+                jitter: 0.0,
+            }),
+        ),
+    ];
+    let mut client = hr.subscriptions().await;
+    for (given, effective) in cases {
+        let mut input = subscription("acme", "https://example.test/retry", &["*"]);
+        input.retry_policy = Some(pb::RetryPolicy {
+            policy: Some(given.clone()),
+        });
+        let (created, _) = hr.create(input).await;
+        let read = client
+            .get_subscription(pb::GetSubscriptionRequest {
+                tenant: "acme".into(),
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let effective = Some(pb::RetryPolicy {
+            policy: Some(effective),
+        });
+        assert_eq!(created.retry_policy, effective, "created from {given:?}");
+        assert_eq!(read.retry_policy, effective, "read after {given:?}");
+    }
+}

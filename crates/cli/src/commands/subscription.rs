@@ -129,7 +129,7 @@ pub struct Fields {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub disable_after: Option<std::time::Duration>,
     /// Retry policy: `none`, `schedule=10s,20s,30s`, `interval=1h,72h`,
-    /// `until-success=1s,1m` (initial, cap) or
+    /// `until-success=1s,1m` (initial, cap; default 5s, 10h) or
     /// `exponential=1s,2,1m,10` (initial, factor, cap, max attempts).
     #[arg(long, value_parser = crate::retry::parse)]
     pub retry: Option<hookrelay_proto::v1::RetryPolicy>,
