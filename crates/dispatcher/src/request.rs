@@ -22,8 +22,23 @@ pub enum BuildError {
     Secret(#[from] hookrelay_core::signing::SecretError),
     #[error("request.{0}")]
     Shape(#[from] ShapeError),
+    /// The template failed on this event (`template: rendering $.path: …`);
+    /// a missing field is not a failure, it renders `null`.
     #[error("template: {0}")]
     Render(#[from] RenderError),
+}
+
+impl BuildError {
+    /// Always permanent: the same subscription and event build the same way,
+    /// so the delivery is given up at once (recorded, then dead-lettered).
+    pub fn kind(&self) -> hookrelay_core::failure::FailureKind {
+        match self {
+            BuildError::Secret(_) | BuildError::Shape(_) => {
+                hookrelay_core::failure::FailureKind::Permanent
+            }
+            BuildError::Render(error) => error.kind(),
+        }
+    }
 }
 
 /// Compiled request shapes by subscription, recompiled when its revision changes.

@@ -18,7 +18,7 @@ use hookrelay_core::event::Event;
 use hookrelay_core::redis::Redis;
 use hookrelay_core::subscription::{BatchSpec, Subscription};
 use hookrelay_core::Names;
-use hookrelay_template::{context, RenderError, Template};
+use hookrelay_template::{context, Cause, RenderError, Template};
 use sha2::{Digest, Sha256};
 
 const ADD: &str = r#"
@@ -127,6 +127,8 @@ impl Flush {
 struct Templates {
     revision: u64,
     key: Template,
+    /// The default key, for events the key renders empty for.
+    default_key: Template,
     url: Option<Template>,
 }
 
@@ -215,12 +217,14 @@ impl Batcher {
                 RenderError {
                     path: e.position,
                     message: e.message,
+                    cause: Cause::Template,
                 }
             })
         };
         let templates = Arc::new(Templates {
             revision: subscription.revision,
             key: compile(batch.key.as_deref().unwrap_or(DEFAULT_KEY))?,
+            default_key: compile(DEFAULT_KEY)?,
             url: batch.url_template.as_deref().map(compile).transpose()?,
         });
         cache.insert(subscription.id.clone(), templates.clone());
@@ -257,8 +261,21 @@ impl Batcher {
                 change.insert("url".into(), text(url, event)?.into());
             }
         }
+        // A field the key names that the event lacks is empty: a key of
+        // nothing but missing fields, or one failing on this event's data,
+        // would lose or wrongly coalesce the change, so the change is keyed
+        // by default (object and entity) instead.
+        let key = match text(&templates.key, event) {
+            Ok(key) if !key.is_empty() => key,
+            Ok(_) => text(&templates.default_key, event)?,
+            Err(error) if error.cause == Cause::Data => {
+                tracing::warn!(subscription = %subscription.id, event = %event.id, %error, "batch key template failed on this event; keyed by default");
+                text(&templates.default_key, event)?
+            }
+            Err(error) => return Err(error),
+        };
         Ok(Change {
-            key: text(&templates.key, event)?,
+            key,
             action: action.to_owned(),
             json: serde_json::Value::Object(change).to_string(),
             event_id: event.id.clone(),

@@ -16,21 +16,25 @@ fn field(name: &str) -> String {
     format!("subscription.batch.{name}")
 }
 
-/// Renders a one-string template against a sample event.
-fn sample_render(name: &str, source: &str) -> Result<String, ApiError> {
+/// Renders a one-string template against a sample event, as text (a
+/// missing value is empty); `None` when it fails only on the sample's data
+/// (real events may have what it needs), an error when it would fail on
+/// every event.
+fn sample_render(name: &str, source: &str) -> Result<Option<String>, ApiError> {
     let template = Template::from_json(serde_json::Value::String(source.to_owned()))
         .map_err(|e| ApiError::invalid(field(name), e.message))?;
     let event = sample_event("sample", "training.update");
-    let value = template.render(&context(&event, "")).map_err(|e| {
+    let value = template.check(&context(&event, "")).map_err(|e| {
         ApiError::invalid(
             field(name),
             format!("does not render a sample event: {}", e.message),
         )
     })?;
-    Ok(match value {
+    Ok(value.map(|value| match value {
         serde_json::Value::String(text) => text,
+        serde_json::Value::Null => String::new(),
         other => other.to_string(),
-    })
+    }))
 }
 
 /// A change's URL points at the API resource itself: no format extension
@@ -88,19 +92,18 @@ pub fn from_proto(batch: Option<&pb::BatchSpec>) -> Result<Option<BatchSpec>, Ap
         }
         n => n,
     };
+    // A key that renders empty for an event (every field it names missing)
+    // falls back to the default key there, so an empty sample key is fine.
     let key = (!batch.key.trim().is_empty()).then(|| batch.key.clone());
     if let Some(key) = &key {
-        if sample_render("key", key)?.is_empty() {
-            return Err(ApiError::invalid(
-                field("key"),
-                "renders an empty key for a sample event",
-            ));
-        }
+        sample_render("key", key)?;
     }
     let url_template = (!batch.url_template.trim().is_empty()).then(|| batch.url_template.clone());
     if let Some(url_template) = &url_template {
-        let url = sample_render("url_template", url_template)?;
-        check_change_url(&url).map_err(|m| ApiError::invalid(field("url_template"), m))?;
+        // Empty: made only of fields the sample lacks, nothing to check.
+        if let Some(url) = sample_render("url_template", url_template)?.filter(|u| !u.is_empty()) {
+            check_change_url(&url).map_err(|m| ApiError::invalid(field("url_template"), m))?;
+        }
     }
     Ok(Some(BatchSpec {
         window,
@@ -145,6 +148,28 @@ mod tests {
     }
 
     #[test]
+    fn paths_the_sample_lacks_and_data_errors_save() {
+        for (key, url) in [
+            (
+                "{{ data.a.b.c }}",
+                "http://api.test/{{ object }}s/{{ data.a.b.c }}",
+            ),
+            (
+                "{{ data.items[0].sku }}",
+                "http://api.test/t/{{ data.items[0].sku }}",
+            ),
+            ("{{ data.group | upper }}", "{{ data.url }}"),
+            ("{{ data.n * 2 }}", "http://api.test/t/{{ data.n | round }}"),
+        ] {
+            let stored = spec(|b| {
+                b.key = key.into();
+                b.url_template = url.into();
+            });
+            assert!(stored.is_ok(), "{key} / {url}: {stored:?}");
+        }
+    }
+
+    #[test]
     fn bad_batches_name_the_field() {
         type Edit = Box<dyn FnOnce(&mut pb::BatchSpec)>;
         let cases: Vec<(Edit, &str)> = vec![
@@ -153,6 +178,8 @@ mod tests {
             (Box::new(|b| b.url_template = "http://api.test/{{ object }}s/{{ entity_id }}.json".into()), "subscription.batch.url_template: renders \"http://api.test/trainings/1.json\": a change URL carries no format extension"),
             (Box::new(|b| b.url_template = "http://api.test/t/{{ entity_id }}?api_key=x".into()), "subscription.batch.url_template: renders \"http://api.test/t/1?api_key=x\": a change URL carries no API key"),
             (Box::new(|b| b.key = "{{ object ".into()), "subscription.batch.key"),
+            (Box::new(|b| b.key = "{{ nofn(data) }}".into()), "subscription.batch.key: does not render a sample event: unknown function"),
+            (Box::new(|b| b.url_template = "http://api.test/{{ data.id | nosuchfilter }}".into()), "subscription.batch.url_template: does not render a sample event: unknown filter"),
         ];
         for (edit, expected) in cases {
             let err = spec(edit).unwrap_err().to_string();

@@ -13,7 +13,7 @@ use hookrelay_core::subscription::{BodyFormat, Envelope, Method, RequestSpec};
 use serde_json::Value as Json;
 
 pub use context::context;
-pub use template::{RenderError, Template, TemplateError};
+pub use template::{Cause, RenderError, Template, TemplateError};
 
 /// The presets, as templates of the same engine.
 pub fn preset(envelope: Envelope) -> Option<&'static str> {
@@ -104,6 +104,19 @@ impl Shaper {
         })
     }
 
+    /// Checks the spec against a sample event, as a save does: fails only
+    /// on what would fail for every event (see [`Template::check`]); a
+    /// well-formed path to a field the sample lacks renders `null`, and what
+    /// fails on the sample's data alone is left to real events, whose
+    /// attempts report it.
+    pub fn check(&self, sample: &Event) -> Result<(), RenderError> {
+        match self.shape(sample) {
+            Ok(_) => Ok(()),
+            Err(e) if e.cause == Cause::Data => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The request for `event`.
     pub fn shape(&self, event: &Event) -> Result<Shaped, RenderError> {
         let Some(template) = &self.template else {
@@ -120,9 +133,16 @@ impl Shaper {
     }
 
     fn encode(&self, value: Json, seq: u64) -> Result<Shaped, RenderError> {
+        // A template that is one expression renders what the event holds;
+        // any other renders the same shape for every event.
+        let cause = match &self.template {
+            Some(template) if template.is_expression() => Cause::Data,
+            _ => Cause::Template,
+        };
         let fail = |message: String| RenderError {
             path: "$".into(),
             message,
+            cause,
         };
         if self.spec.method == Method::Get {
             return Ok(Shaped {
@@ -209,7 +229,9 @@ pub fn sample_event_type(patterns: &[String]) -> String {
     }
 }
 
-/// An event to test-render templates against when a subscription is saved.
+/// An event to test-render templates against when a subscription is saved
+/// (with [`Shaper::check`] or [`Template::check`], which a field it lacks
+/// cannot fail).
 pub fn sample_event(tenant: &str, event_type: &str) -> Event {
     Event {
         id: "evt_sample".into(),

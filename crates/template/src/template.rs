@@ -2,8 +2,13 @@
 //! minijinja expressions. A string that is exactly one `{{ expression }}`
 //! keeps the JSON type of its value (numbers, arrays, objects); any other
 //! string renders as text. Each string is compiled once.
+//!
+//! A field the event lacks is missing at any depth (minijinja's chainable
+//! undefined): `data.contact.name` of an event without `contact` is JSON
+//! `null` as a whole value and empty inside text, as is a JSON `null`.
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use hookrelay_core::failure::FailureKind;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde_json::Value as Json;
 
 use crate::functions;
@@ -17,12 +22,49 @@ pub struct TemplateError {
     pub message: String,
 }
 
+/// Why a template failed on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The template itself, whatever the event: an unknown function,
+    /// filter or test, too many arguments. Refused when saved.
+    Template,
+    /// This event's data: arithmetic on a missing value, a filter given a
+    /// value of the wrong type. Only real events show it, so it is not
+    /// refused when saved but reported on the attempt.
+    Data,
+}
+
+impl Cause {
+    fn of(kind: ErrorKind) -> Cause {
+        match kind {
+            ErrorKind::SyntaxError
+            | ErrorKind::UnknownFunction
+            | ErrorKind::UnknownFilter
+            | ErrorKind::UnknownTest
+            | ErrorKind::TooManyArguments
+            | ErrorKind::TemplateNotFound
+            | ErrorKind::BadInclude => Cause::Template,
+            _ => Cause::Data,
+        }
+    }
+}
+
 /// A template that compiled but failed on an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rendering {path}: {message}")]
 pub struct RenderError {
+    /// JSON path of the failing string (`$.contact.name`).
     pub path: String,
     pub message: String,
+    pub cause: Cause,
+}
+
+impl RenderError {
+    /// Always permanent: the same event fails the same way, so a delivery
+    /// that cannot render is given up at once, never retried.
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::Permanent
+    }
 }
 
 /// The tree, with every templated string replaced by a compiled node.
@@ -59,7 +101,19 @@ fn single_expression(text: &str) -> Option<&str> {
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    // Missing at any depth: `data.a.b.c` is undefined, not an error, when
+    // `data.a` is; an expression that is only such a path renders `null`.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // A JSON `null` interpolated into text is empty, like a missing field
+    // (minijinja would print `none`).
+    env.set_formatter(|out, state, value| {
+        let value = if value.is_none() {
+            &Value::UNDEFINED
+        } else {
+            value
+        };
+        minijinja::escape_formatter(out, state, value)
+    });
     for (name, f) in [
         (
             "md5",
@@ -100,10 +154,29 @@ impl Template {
         self.render_node(&self.root, context, "$")
     }
 
+    /// Checks the template against a sample `context` as a save does: what
+    /// fails whatever the event ([`Cause::Template`]) is an error; what
+    /// fails only on this sample's data is not (real events may have it),
+    /// and the rendering is then `None`.
+    pub fn check(&self, context: &Value) -> Result<Option<Json>, RenderError> {
+        match self.render(context) {
+            Ok(json) => Ok(Some(json)),
+            Err(e) if e.cause == Cause::Data => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the whole template is one `{{ expression }}`, so the type of
+    /// what it renders depends on the event.
+    pub fn is_expression(&self) -> bool {
+        matches!(self.root, Node::Expression(_))
+    }
+
     fn render_node(&self, node: &Node, context: &Value, path: &str) -> Result<Json, RenderError> {
         let fail = |e: minijinja::Error| RenderError {
             path: path.to_owned(),
             message: describe(&e),
+            cause: Cause::of(e.kind()),
         };
         Ok(match node {
             Node::Literal(json) => json.clone(),
@@ -124,6 +197,9 @@ impl Template {
                     serde_json::to_value(&value).map_err(|e| RenderError {
                         path: path.to_owned(),
                         message: format!("value is not JSON: {e}"),
+                        // JSON data only makes JSON: a function or macro
+                        // value comes from the template.
+                        cause: Cause::Template,
                     })?
                 }
             }

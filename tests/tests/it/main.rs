@@ -18,6 +18,7 @@ mod security;
 mod seeds;
 mod signature;
 mod subscriptions_api;
+mod templates;
 mod test_event;
 mod trace_context;
 
