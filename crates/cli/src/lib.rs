@@ -353,26 +353,45 @@ mod tests {
             "nokey"
         ])
         .is_err());
-        assert!(Cli::try_parse_from([
+        // Every filter of a listing, together.
+        let cli = Cli::try_parse_from([
             "hookctl",
             "attempts",
             "list",
-            "--subscription",
-            "s",
             "--tenant",
-            "t"
-        ])
-        .is_err());
-        assert!(Cli::try_parse_from([
-            "hookctl",
-            "attempts",
-            "list",
+            "t",
             "--subscription",
             "s",
             "--event",
-            "e"
+            "e",
+            "--outcome",
+            "http_5xx",
+            "--since",
+            "1h",
+            "--until",
+            "2099-01-01T00:00:00Z",
         ])
-        .is_err());
+        .unwrap();
+        let Command::Attempts(commands::attempts::AttemptsCommand::List {
+            subscription,
+            event,
+            outcome,
+            since,
+            until,
+            ..
+        }) = cli.command
+        else {
+            panic!("not attempts list");
+        };
+        assert_eq!(
+            (
+                subscription.as_deref(),
+                event.as_deref(),
+                outcome.as_deref()
+            ),
+            (Some("s"), Some("e"), Some("http_5xx"))
+        );
+        assert!(since.is_some() && until.is_some());
         let cli = Cli::try_parse_from([
             "hookctl", "attempts", "list", "--event", "e-1", "--tenant", "acme",
         ])

@@ -940,11 +940,17 @@ mod tests {
         // The error once, the reason's note beside it.
         let refused = line("att_2");
         assert_eq!(refused.matches("Connection refused").count(), 1, "{text}");
-        assert!(refused.contains("the retry could not be scheduled"), "{text}");
+        assert!(
+            refused.contains("the retry could not be scheduled"),
+            "{text}"
+        );
         assert!(refused.contains("┆ - "), "no status: {text}");
 
         let json = attempt_json(&attempts[1]);
-        assert_eq!((&json["status"], &json["error"]), (&json!(0), &json!(error)));
+        assert_eq!(
+            (&json["status"], &json["error"]),
+            (&json!(0), &json!(error))
+        );
         assert_eq!(attempt_json(&attempts[0])["status"], 500);
         let mut out = Vec::new();
         attempt_details(&mut out, &attempts[1]).unwrap();

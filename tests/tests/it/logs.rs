@@ -473,7 +473,10 @@ async fn records_live_in_the_attempts_stream_and_drop_out_with_it() {
 
 /// Every page of `request`'s listing, until its token runs out; the size of
 /// each page too.
-async fn every_page(hr: &Harness, request: pb::ListAttemptsRequest) -> (Vec<pb::Attempt>, Vec<usize>) {
+async fn every_page(
+    hr: &Harness,
+    request: pb::ListAttemptsRequest,
+) -> (Vec<pb::Attempt>, Vec<usize>) {
     let mut logs = hr.logs().await;
     let (mut listed, mut sizes) = (Vec::new(), Vec::new());
     let mut page_token = String::new();
@@ -596,10 +599,7 @@ async fn subscription_event_outcome_and_time_filters_combine() {
         ..chain_request.clone()
     })
     .await;
-    assert_eq!(
-        failed.iter().map(|a| a.attempt).collect::<Vec<_>>(),
-        [2, 1]
-    );
+    assert_eq!(failed.iter().map(|a| a.attempt).collect::<Vec<_>>(), [2, 1]);
     // + a window from the second attempt's start to the third's: the
     // second only.
     let window = list(pb::ListAttemptsRequest {
@@ -636,7 +636,10 @@ async fn subscription_event_outcome_and_time_filters_combine() {
     })
     .await;
     assert_eq!(
-        globex.iter().map(|a| a.subscription_id.as_str()).collect::<Vec<_>>(),
+        globex
+            .iter()
+            .map(|a| a.subscription_id.as_str())
+            .collect::<Vec<_>>(),
         [g.id.as_str()]
     );
     // Another tenant's subscription is not found within acme.
@@ -800,7 +803,11 @@ async fn an_attempt_says_its_status_or_its_error() {
 
     let failed = wait_attempts(&hr, &answered.id, 1).await.remove(0);
     assert_eq!(
-        (failed.outcome.as_str(), failed.status, failed.error.as_str()),
+        (
+            failed.outcome.as_str(),
+            failed.status,
+            failed.error.as_str()
+        ),
         ("http_5xx", 500, "")
     );
     assert_eq!(failed.reason, "status 500");
@@ -813,8 +820,7 @@ async fn an_attempt_says_its_status_or_its_error() {
     );
     assert!(unanswered.response.is_none());
     assert!(
-        unanswered.error.contains("Connection refused")
-            && unanswered.error.contains("/closed"),
+        unanswered.error.contains("Connection refused") && unanswered.error.contains("/closed"),
         "{}",
         unanswered.error
     );

@@ -83,17 +83,17 @@ pub fn code(outcome: Outcome, gave_up: bool) -> u8 {
 
 /// Every outcome an attempt can have.
 pub const OUTCOMES: [Outcome; 12] = [
-        Outcome::Success,
-        Outcome::HttpOther,
-        Outcome::Http4xx,
-        Outcome::Http5xx,
-        Outcome::Redirect,
-        Outcome::Timeout,
-        Outcome::ConnectError,
-        Outcome::DnsError,
-        Outcome::TlsError,
-        Outcome::Blocked,
-        Outcome::Disabled,
+    Outcome::Success,
+    Outcome::HttpOther,
+    Outcome::Http4xx,
+    Outcome::Http5xx,
+    Outcome::Redirect,
+    Outcome::Timeout,
+    Outcome::ConnectError,
+    Outcome::DnsError,
+    Outcome::TlsError,
+    Outcome::Blocked,
+    Outcome::Disabled,
     Outcome::Error,
 ];
 

@@ -98,7 +98,9 @@ impl<'a> Query<'a> {
 
     fn matches(&self, record: &AttemptRecord) -> bool {
         self.tenant.is_none_or(|t| record.tenant == t)
-            && self.subscription.is_none_or(|s| record.subscription_id == s)
+            && self
+                .subscription
+                .is_none_or(|s| record.subscription_id == s)
             && self.event.is_none_or(|e| record.event_id == e)
             && (!self.failures || record.give_up.is_some())
     }
@@ -176,7 +178,6 @@ impl AttemptIndex {
         let Some(bucketed) = query.bucketed() else {
             return Ok(empty());
         };
-        let mut below = below;
         let mut found: Vec<(Cursor, AttemptRecord)> = Vec::new();
         let mut examined = 0;
         // When the records decide (an event filter read from a
@@ -248,8 +249,7 @@ impl AttemptIndex {
         let mut examined = 0;
         let mut rest = candidates.as_slice();
         while let Some(&(hour, _)) = rest.first() {
-            if examined > 0 && examined + rest.iter().take_while(|c| c.0 == hour).count() > budget
-            {
+            if examined > 0 && examined + rest.iter().take_while(|c| c.0 == hour).count() > budget {
                 return Ok(Page {
                     records: found.into_iter().map(|(_, r)| r).collect(),
                     next: Some(Cursor {

@@ -66,15 +66,43 @@ async fn filters_combine_within_a_tenant() {
     fx.store(&[
         record(&chain[0], "acme", "sub_a", "evt-x", "http5xx", false),
         record(&to_b, "acme", "sub_b", "evt-x", "success", false),
-        record(&id_at(start + 2), "acme", "sub_a", "evt-y", "http5xx", false),
-        record(&id_at(start + 3), "globex", "sub_g", "evt-x", "http5xx", false),
+        record(
+            &id_at(start + 2),
+            "acme",
+            "sub_a",
+            "evt-y",
+            "http5xx",
+            false,
+        ),
+        record(
+            &id_at(start + 3),
+            "globex",
+            "sub_g",
+            "evt-x",
+            "http5xx",
+            false,
+        ),
     ])
     .await;
     fx.store(&[
         record(&chain[1], "acme", "sub_a", "evt-x", "http5xx", false),
-        record(&id_at(start + HOUR + 1), "acme", "sub_b", "evt-y", "success", false),
+        record(
+            &id_at(start + HOUR + 1),
+            "acme",
+            "sub_b",
+            "evt-y",
+            "success",
+            false,
+        ),
         record(&chain[2], "acme", "sub_a", "evt-x", "success", false),
-        record(&id_at(start + 2 * HOUR), "acme", "sub_a", "evt-z", "success", false),
+        record(
+            &id_at(start + 2 * HOUR),
+            "acme",
+            "sub_a",
+            "evt-z",
+            "success",
+            false,
+        ),
     ])
     .await;
     let index = &fx.index;
@@ -83,14 +111,22 @@ async fn filters_combine_within_a_tenant() {
     };
     let newest_first = [&chain[2], &chain[1], &chain[0]];
 
-    let page = list(attempts("acme", Some("sub_a"), Some("evt-x")), Filter::default()).await;
+    let page = list(
+        attempts("acme", Some("sub_a"), Some("evt-x")),
+        Filter::default(),
+    )
+    .await;
     assert_eq!(ids(&page), newest_first, "the attempt chain");
     assert!(page.next.is_none());
     let failed = Filter {
         outcome: Some("http_5xx".into()),
         ..Default::default()
     };
-    let page = list(attempts("acme", Some("sub_a"), Some("evt-x")), failed.clone()).await;
+    let page = list(
+        attempts("acme", Some("sub_a"), Some("evt-x")),
+        failed.clone(),
+    )
+    .await;
     assert_eq!(ids(&page), [&chain[1], &chain[0]]);
     let second_hour = Filter {
         since: at(start + HOUR),
@@ -120,7 +156,11 @@ async fn filters_combine_within_a_tenant() {
     let page = list(attempts("acme", None, None), Filter::default()).await;
     assert_eq!(page.records.len(), 7);
     assert!(page.records.iter().all(|r| r.tenant == "acme"));
-    let page = list(attempts("acme", Some("sub_g"), Some("evt-x")), Filter::default()).await;
+    let page = list(
+        attempts("acme", Some("sub_g"), Some("evt-x")),
+        Filter::default(),
+    )
+    .await;
     assert!(page.records.is_empty(), "sub_g is globex's");
     let page = list(attempts("globex", Some("sub_g"), Some("evt-x")), failed).await;
     assert_eq!(page.records.len(), 1);
@@ -197,7 +237,11 @@ async fn a_call_stops_at_its_budget_and_the_next_resumes() {
     let scope = attempts("acme", None, Some("evt-wide"));
     let (listed, _) = all_pages(&fx, &scope, &failed, 1).await;
     assert_eq!(listed.len(), 50);
-    assert_eq!(listed.iter().collect::<HashSet<_>>().len(), 50, "no repeats");
+    assert_eq!(
+        listed.iter().collect::<HashSet<_>>().len(),
+        50,
+        "no repeats"
+    );
     let whole = fx.index.list(&scope, &failed, None, 100).await.unwrap();
     assert_eq!(ids(&whole), listed, "the same order as one page");
 
