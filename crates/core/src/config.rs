@@ -62,6 +62,11 @@ pub struct AuthConfig {
     pub admin_token_sha256: String,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// A JSON file of more tokens, in the shape of `HOOKRELAY_AUTH__TOKENS`
+    /// (`[{"sha256": "<hex>", "tenant": "acme"}]`); read at start and again
+    /// on SIGHUP, so tokens rotate without a restart. Empty: none.
+    #[serde(default)]
+    pub tokens_file: String,
 }
 
 /// One token and what it may see.
@@ -74,24 +79,86 @@ pub struct TokenConfig {
     pub tenant: String,
 }
 
+/// The environment variable that carries `auth.tokens` as JSON: a list of
+/// tables cannot be written as `HOOKRELAY_AUTH__TOKENS__0__...` in practice.
+pub const TOKENS_VARIABLE: &str = "HOOKRELAY_AUTH__TOKENS";
+
+/// What `auth.tokens` looks like as JSON, for error messages.
+const TOKENS_JSON_SHAPE: &str =
+    r#"a JSON array like [{"sha256": "<hex SHA-256 of the token>", "tenant": "acme"}]"#;
+
 impl AuthConfig {
-    /// Every (hash, tenant) pair; tenant `None` for admin.
+    /// Every (hash, tenant) pair of the configuration itself (not of
+    /// `tokens_file`); tenant `None` for admin.
     pub fn entries(&self) -> Vec<(String, Option<String>)> {
-        let mut entries: Vec<(String, Option<String>)> = self
-            .tokens
-            .iter()
-            .map(|t| {
-                (
-                    t.sha256.to_ascii_lowercase(),
-                    (t.tenant != "*").then(|| t.tenant.clone()),
-                )
-            })
-            .collect();
+        let mut entries: Vec<(String, Option<String>)> =
+            self.tokens.iter().map(TokenConfig::entry).collect();
         if !self.admin_token_sha256.is_empty() {
             entries.push((self.admin_token_sha256.to_ascii_lowercase(), None));
         }
         entries
     }
+
+    /// [`AuthConfig::entries`] and those of `tokens_file`, read now.
+    pub fn all_entries(&self) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+        let mut entries = self.entries();
+        entries.extend(self.read_tokens_file()?.iter().map(TokenConfig::entry));
+        Ok(entries)
+    }
+
+    /// The tokens of `tokens_file` (none when it is unset), each checked;
+    /// the error names the file and the entry.
+    pub fn read_tokens_file(&self) -> Result<Vec<TokenConfig>, ConfigError> {
+        if self.tokens_file.is_empty() {
+            return Ok(Vec::new());
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "auth.tokens_file",
+            message: format!("{}: {message}", self.tokens_file),
+        };
+        let text = std::fs::read_to_string(&self.tokens_file)
+            .map_err(|error| invalid(format!("cannot read it: {error}")))?;
+        parse_tokens(&text).map_err(invalid)
+    }
+}
+
+/// `auth.tokens` written as JSON, each entry checked.
+fn parse_tokens(json: &str) -> Result<Vec<TokenConfig>, String> {
+    let tokens: Vec<TokenConfig> = serde_json::from_str(json)
+        .map_err(|error| format!("is not {TOKENS_JSON_SHAPE}: {error}"))?;
+    for (i, token) in tokens.iter().enumerate() {
+        token
+            .check()
+            .map_err(|message| format!("[{i}]: {message}"))?;
+    }
+    Ok(tokens)
+}
+
+impl TokenConfig {
+    fn entry(&self) -> (String, Option<String>) {
+        (
+            self.sha256.to_ascii_lowercase(),
+            (self.tenant != "*").then(|| self.tenant.clone()),
+        )
+    }
+
+    /// Whether the hash is a SHA-256 in hex and the tenant a tenant name
+    /// (or `*`).
+    pub fn check(&self) -> Result<(), String> {
+        check_token_hash(&self.sha256)?;
+        if self.tenant != "*" {
+            crate::event::check_token_path(&self.tenant, false)
+                .map_err(|message| format!("tenant {:?}: {message}", self.tenant))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_token_hash(hash: &str) -> Result<(), String> {
+    if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("token hashes are 64 hex characters (sha256sum of the token)".into());
+    }
+    Ok(())
 }
 
 impl NatsConfig {
@@ -489,9 +556,21 @@ impl Config {
                 let name = format!("HOOKRELAY_{}", key.as_str().to_ascii_uppercase());
                 !NOT_SETTINGS.contains(&name.as_str())
                     && !NOT_SETTINGS_PREFIXES.iter().any(|p| name.starts_with(p))
+                    && name != TOKENS_VARIABLE
             })
             .split("__");
-        Self::extract(figment.merge(settings))
+        let mut figment = figment.merge(settings);
+        if let Ok(json) = std::env::var(TOKENS_VARIABLE) {
+            let tokens = parse_tokens(&json).map_err(|message| ConfigError::Invalid {
+                field: TOKENS_VARIABLE,
+                message,
+            })?;
+            figment = figment.merge(figment::providers::Serialized::default(
+                "auth.tokens",
+                tokens,
+            ));
+        }
+        Self::extract(figment)
     }
 
     /// Defaults only: the base that tests adjust field by field.
@@ -623,17 +702,14 @@ impl Config {
                 "must not exceed nats.attempts_max_age: the attempt records live in that stream",
             );
         }
-        for (hash, tenant) in self.auth.entries() {
-            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-                return invalid(
-                    "auth",
-                    "token hashes are 64 hex characters (sha256sum of the token)",
-                );
+        if !self.auth.admin_token_sha256.is_empty() {
+            if let Err(message) = check_token_hash(&self.auth.admin_token_sha256) {
+                return invalid("auth.admin_token_sha256", &message);
             }
-            if let Some(tenant) = tenant {
-                if let Err(message) = crate::event::check_token_path(&tenant, false) {
-                    return invalid("auth.tokens.tenant", &message);
-                }
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if let Err(message) = token.check() {
+                return invalid("auth.tokens", &format!("[{i}]: {message}"));
             }
         }
         if self.dispatcher.ack_wait <= self.dispatcher.default_timeout {
@@ -681,6 +757,66 @@ mod tests {
             assert_eq!(config.prefix, "fromfile");
             assert_eq!(config.nats.url, "nats://127.0.0.1:2");
             assert_eq!(config.dispatcher.allow_private, ["127.0.0.0/8", "::1/128"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tokens_come_as_json_from_the_environment_and_from_a_file() {
+        figment::Jail::expect_with(|jail| {
+            let acme = token_sha256("acme-token");
+            let globex = token_sha256("globex-token");
+            jail.set_env(
+                TOKENS_VARIABLE,
+                format!(r#"[{{"sha256": "{acme}", "tenant": "acme"}}]"#),
+            );
+            jail.create_file(
+                "tokens.json",
+                &format!(r#"[{{"sha256": "{globex}", "tenant": "globex"}}, {{"sha256": "{}", "tenant": "*"}}]"#, token_sha256("root")),
+            )?;
+            jail.set_env("HOOKRELAY_AUTH__TOKENS_FILE", "tokens.json");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.auth.entries(), [(acme.clone(), Some("acme".into()))]);
+            assert_eq!(
+                config.auth.all_entries().unwrap(),
+                [
+                    (acme, Some("acme".into())),
+                    (globex.clone(), Some("globex".into())),
+                    (token_sha256("root"), None)
+                ]
+            );
+
+            jail.create_file(
+                "tokens.json",
+                &format!(r#"[{{"sha256": "{globex}", "tenant": "a.b"}}]"#),
+            )?;
+            let error = config.auth.all_entries().unwrap_err().to_string();
+            assert!(
+                error.starts_with(
+                    r#"configuration: auth.tokens_file: tokens.json: [0]: tenant "a.b": "#
+                ),
+                "{error}"
+            );
+            jail.create_file("tokens.json", r#"{"sha256": "x"}"#)?;
+            let error = config.auth.all_entries().unwrap_err().to_string();
+            assert!(
+                error.starts_with(r#"configuration: auth.tokens_file: tokens.json: is not a JSON array like [{"sha256""#),
+                "{error}"
+            );
+
+            jail.set_env(TOKENS_VARIABLE, r#"[{sha256 = "x", tenant = "acme"}]"#);
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error
+                    .starts_with("configuration: HOOKRELAY_AUTH__TOKENS: is not a JSON array like"),
+                "{error}"
+            );
+            jail.set_env(TOKENS_VARIABLE, r#"[{"sha256": "abc", "tenant": "acme"}]"#);
+            let error = Config::load(None).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                "configuration: HOOKRELAY_AUTH__TOKENS: [0]: token hashes are 64 hex characters (sha256sum of the token)"
+            );
             Ok(())
         });
     }

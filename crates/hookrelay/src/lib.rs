@@ -94,8 +94,10 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Client(#[from] hookrelay_dispatcher::sender::ClientError),
-    #[error("auth: no API tokens configured; set auth.admin_token_sha256 (HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256) to the SHA-256 hex of a bearer token, or auth.tokens")]
+    #[error("auth: no API tokens configured; set auth.admin_token_sha256 (HOOKRELAY_AUTH__ADMIN_TOKEN_SHA256) to the SHA-256 hex of a bearer token, or auth.tokens (HOOKRELAY_AUTH__TOKENS, JSON), or auth.tokens_file")]
     NoTokens,
+    #[error(transparent)]
+    Tokens(hookrelay_core::config::ConfigError),
     #[error("dispatcher.allow_private: {0}")]
     AllowList(String),
     #[error("the gRPC listener is required for role {0}")]
@@ -186,7 +188,8 @@ async fn run_until_stopped(
     let policy =
         AddressPolicy::new(&config.dispatcher.allow_private).map_err(StartError::AllowList)?;
     let guard = Guard::new(policy, net.resolver, net.dialer);
-    let auth = hookrelay_proto::auth::Authenticator::new(&config.auth);
+    let auth =
+        hookrelay_proto::auth::Authenticator::new(&config.auth).map_err(StartError::Tokens)?;
     if role.serves_grpc() && auth.is_empty() {
         return Err(StartError::NoTokens);
     }
@@ -295,6 +298,9 @@ async fn run_until_stopped(
         jetstream_ready.set(true);
         None
     };
+    if role.serves_grpc() {
+        startup::reload_tokens_on_hangup(auth.clone(), work.clone(), &mut tasks)?;
+    }
     let transients = hookrelay_core::failure::Transients::register(&registry, &health)?;
     let ordered = redis.as_ref().map(|redis| {
         Arc::new(hookrelay_dispatcher::ordered::OrderedQueues::new(

@@ -7,6 +7,8 @@ use hookrelay_core::health::{Flag, Health};
 use hookrelay_core::redis::Redis;
 use hookrelay_logs::LogService;
 use hookrelay_proto::auth::Authenticator;
+
+use crate::StartError;
 use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
 use hookrelay_proto::v1::event_types_server::EventTypesServer;
 use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
@@ -156,6 +158,40 @@ pub fn watch_redis(flag: Flag, redis: Redis, shutdown: CancellationToken, tasks:
             flag.set(up);
         }
     });
+}
+
+/// Reads `auth.tokens_file` again on every SIGHUP, so tokens rotate
+/// without a restart; a file that no longer reads is logged and the tokens
+/// in use are kept. Also keeps SIGHUP from stopping the process.
+pub fn reload_tokens_on_hangup(
+    auth: Authenticator,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| StartError::Serve(format!("cannot handle SIGHUP: {e}")))?;
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = hangups.recv() => {}
+            }
+            if auth.tokens_file().is_empty() {
+                tracing::info!("SIGHUP: no auth.tokens_file to read again");
+                continue;
+            }
+            match auth.reload() {
+                Ok(tokens) => tracing::info!(
+                    tokens,
+                    file = auth.tokens_file(),
+                    "SIGHUP: API tokens read again"
+                ),
+                Err(error) => tracing::error!(%error, "SIGHUP: keeping the API tokens in use"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Carries keys of the layout before hash tags over, now and every five

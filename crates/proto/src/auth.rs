@@ -1,9 +1,9 @@
 //! Bearer-token authentication of the gRPC API, and the caller's scope.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use hookrelay_core::config::{token_sha256, AuthConfig};
+use hookrelay_core::config::{token_sha256, AuthConfig, ConfigError};
 use tonic::{Request, Status};
 
 /// Who is calling.
@@ -87,26 +87,54 @@ impl From<TenantError> for Status {
     }
 }
 
-/// Checks `authorization: Bearer <token>` against the configured hashes.
+/// Checks `authorization: Bearer <token>` against the configured hashes:
+/// those of the configuration and of `auth.tokens_file`, which
+/// [`Authenticator::reload`] reads again.
 #[derive(Clone)]
 pub struct Authenticator {
-    tokens: Arc<HashMap<String, Caller>>,
+    config: Arc<AuthConfig>,
+    tokens: Arc<RwLock<HashMap<String, Caller>>>,
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Self {
-        let tokens = config
-            .entries()
-            .into_iter()
-            .map(|(hash, tenant)| (hash, tenant.map_or(Caller::Admin, Caller::Tenant)))
-            .collect();
-        Self {
-            tokens: Arc::new(tokens),
-        }
+    /// The tokens of `config`, reading `tokens_file` now.
+    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let tokens = Self::read(config)?;
+        Ok(Self {
+            config: Arc::new(config.clone()),
+            tokens: Arc::new(RwLock::new(tokens)),
+        })
     }
 
+    fn read(config: &AuthConfig) -> Result<HashMap<String, Caller>, ConfigError> {
+        Ok(config
+            .all_entries()?
+            .into_iter()
+            .map(|(hash, tenant)| (hash, tenant.map_or(Caller::Admin, Caller::Tenant)))
+            .collect())
+    }
+
+    /// Reads `tokens_file` again and from now on accepts exactly the
+    /// configuration's tokens and the file's; returns how many there are.
+    /// On an error the tokens in use are kept.
+    pub fn reload(&self) -> Result<usize, ConfigError> {
+        let tokens = Self::read(&self.config)?;
+        let count = tokens.len();
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = tokens;
+        Ok(count)
+    }
+
+    /// The file [`Authenticator::reload`] reads; empty when there is none.
+    pub fn tokens_file(&self) -> &str {
+        &self.config.tokens_file
+    }
+
+    /// Whether no token at all is accepted.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// A tonic interceptor: UNAUTHENTICATED without a valid token; the
@@ -127,6 +155,8 @@ impl Authenticator {
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
         let caller = self
             .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&token_sha256(token))
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
@@ -186,7 +216,9 @@ mod tests {
                 sha256: token_sha256("acme-token"),
                 tenant: "acme".into(),
             }],
+            tokens_file: String::new(),
         })
+        .expect("no file to read")
     }
 
     fn with(header: Option<&str>) -> Result<Caller, Status> {

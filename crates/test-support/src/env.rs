@@ -57,6 +57,7 @@ impl TestEnv {
                     tenant: tenant.into(),
                 })
                 .collect(),
+            tokens_file: String::new(),
         };
         config.telemetry.level = "error".into();
         Self { config }

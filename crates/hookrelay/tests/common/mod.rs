@@ -126,8 +126,17 @@ pub async fn kill_mid_load(process: &mut Child, receiver: &Receiver, requests: u
 /// The `hookrelay` binary running `role` against `env`'s servers and prefix,
 /// with `vars` added to its environment; killed when dropped.
 pub fn role_process(env: &TestEnv, role: &str, vars: &[(&str, &str)]) -> Child {
+    role_command(env, role, vars)
+        .spawn()
+        .unwrap_or_else(|error| panic!("start the hookrelay {role}: {error}"))
+}
+
+/// [`role_process`]'s command, to spawn with other stdio (its log goes to
+/// stderr, at level error).
+pub fn role_command(env: &TestEnv, role: &str, vars: &[(&str, &str)]) -> Command {
     let config = &env.config;
-    Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command
         .arg(role)
         .env("HOOKRELAY_PREFIX", &config.prefix)
         .env("HOOKRELAY_NATS__URL", &config.nats.url)
@@ -140,7 +149,6 @@ pub fn role_process(env: &TestEnv, role: &str, vars: &[(&str, &str)]) -> Child {
         .env("HOOKRELAY_DISPATCHER__ALLOW_PRIVATE", r#"["127.0.0.0/8"]"#)
         .envs(vars.iter().copied())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| panic!("start the hookrelay {role}: {error}"))
+        .kill_on_drop(true);
+    command
 }
