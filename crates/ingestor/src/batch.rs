@@ -258,7 +258,17 @@ impl Batcher {
         );
         if action != "destroy" {
             if let Some(url) = &templates.url {
-                change.insert("url".into(), text(url, event)?.into());
+                // A URL failing on this event's data leaves the change
+                // without one rather than losing the change.
+                match text(url, event) {
+                    Ok(url) => {
+                        change.insert("url".into(), url.into());
+                    }
+                    Err(error) if error.cause == Cause::Data => {
+                        tracing::warn!(subscription = %subscription.id, event = %event.id, %error, "batch URL template failed on this event; change sent without a url");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
         // A field the key names that the event lacks is empty: a key of

@@ -85,3 +85,31 @@ async fn missing_fields_render_empty_and_an_empty_key_falls_back_to_the_default(
         .unwrap();
     assert_eq!(fine.key, "8");
 }
+
+#[tokio::test]
+async fn a_url_failing_on_the_event_data_leaves_the_change_without_one() {
+    let env = TestEnv::new();
+    let redis = hookrelay_core::redis::connect(&env.config).await.unwrap();
+    let batcher = Batcher::new(env.config.names(), redis);
+    let (sub, batch) = subscription(
+        "sub_c",
+        "{{ entity_id }}",
+        "http://api.test/p/{{ data.page * 2 }}",
+    );
+
+    let failing = batcher
+        .change(&sub, &batch, &event("e5", "9", r#"{}"#))
+        .unwrap();
+    assert_eq!(failing.key, "9");
+    assert_eq!(
+        failing.json,
+        r#"{"action":"update","object":"training","id":9}"#
+    );
+    let fine = batcher
+        .change(&sub, &batch, &event("e6", "10", r#"{"page":3}"#))
+        .unwrap();
+    assert_eq!(
+        fine.json,
+        r#"{"action":"update","object":"training","id":10,"url":"http://api.test/p/6"}"#
+    );
+}
