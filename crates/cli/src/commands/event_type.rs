@@ -273,6 +273,12 @@ pub fn is_incompatible(error: &tonic::Status) -> bool {
 pub fn update_error(error: tonic::Status, current: &pb::EventType) -> anyhow::Error {
     if is_incompatible(&error) {
         let next = current_version(current) + 1;
+        // The server's hint names the request field; say the flag instead.
+        let message = error.message();
+        let message = message
+            .split_once("; publish it as")
+            .map_or(message, |(refusal, _)| refusal);
+        let error = tonic::Status::new(error.code(), message);
         return anyhow!(
             "{}; add --new-version to publish it as version {next}",
             status(error)
@@ -906,7 +912,7 @@ mod tests {
     #[test]
     fn an_incompatible_schema_says_how_to_publish_it() {
         let refused = tonic::Status::failed_precondition(
-            "event type course_stat.created v2: the new schema is not backward compatible (required: adds \"course_id\")",
+            "event type course_stat.created v2: the new schema is not backward compatible (required: adds \"course_id\"); publish it as version 3 with new_version",
         );
         assert!(is_incompatible(&refused));
         assert_eq!(
