@@ -81,21 +81,8 @@ pub fn code(outcome: Outcome, gave_up: bool) -> u8 {
     }
 }
 
-/// Every outcome an attempt can have.
-pub const OUTCOMES: [Outcome; 12] = [
-    Outcome::Success,
-    Outcome::HttpOther,
-    Outcome::Http4xx,
-    Outcome::Http5xx,
-    Outcome::Redirect,
-    Outcome::Timeout,
-    Outcome::ConnectError,
-    Outcome::DnsError,
-    Outcome::TlsError,
-    Outcome::Blocked,
-    Outcome::Disabled,
-    Outcome::Error,
-];
+/// Every outcome an attempt can have (one list, with the metrics').
+pub use hookrelay_core::metrics::OUTCOMES;
 
 /// The code of the outcome named `name` (as in `Outcome::as_str`), if any.
 pub fn outcome_code(name: &str) -> Option<u8> {
