@@ -259,10 +259,6 @@ pub struct AttemptRecord {
     /// What the outcome means (`status 500`, `timed out after 10s`, with
     /// any note the dispatcher adds: the retry not scheduled, order).
     pub reason: String,
-    /// The HTTP status answered; 0 when no response came. Records of
-    /// earlier versions lack it (read as 0: see [`AttemptRecord::status`]).
-    #[serde(default, skip_serializing_if = "is_zero_u16")]
-    pub status: u16,
     /// Why no response came: the transport's error (timeout, connect, DNS,
     /// TLS), the blocked destination, the request that could not be built,
     /// the event no longer readable. Empty when a response came.
@@ -295,18 +291,10 @@ pub struct AttemptRecord {
     pub schema_violation: Option<String>,
 }
 
-fn is_zero_u16(n: &u16) -> bool {
-    *n == 0
-}
-
 impl AttemptRecord {
-    /// The HTTP status answered, 0 when no response came; for records of
-    /// earlier versions (without `status`), the response's.
+    /// The HTTP status answered, 0 when no response came.
     pub fn status(&self) -> u16 {
-        match (self.status, &self.response) {
-            (0, Some(response)) => response.status,
-            (status, _) => status,
-        }
+        self.response.as_ref().map_or(0, |response| response.status)
     }
 
     /// Why no response came, empty when one did; for records of earlier
@@ -384,7 +372,7 @@ mod tests {
     fn records_of_earlier_versions_read_with_a_status_and_an_error() {
         let answered = br#"{"id":"att_1","event_id":"e","subscription_id":"s","tenant":"t","event_type":"x","webhook_id":"msg_1","attempt":1,"outcome":"http5xx","reason":"status 503","request":{"method":"POST","url":"http://r/","headers":[],"body":""},"response":{"status":503,"headers":[],"body":"","body_truncated":false},"started_at":"2026-11-23T10:03:49Z","duration_ms":3,"event_received_at":"2026-11-23T10:03:49Z"}"#;
         let record: AttemptRecord = serde_json::from_slice(answered).unwrap();
-        assert_eq!((record.status, record.error.as_str()), (0, ""));
+        assert_eq!(record.error, "");
         assert_eq!((record.status(), record.error()), (503, ""));
         let refused = br#"{"id":"att_2","event_id":"e","subscription_id":"s","tenant":"t","event_type":"x","webhook_id":"msg_1","attempt":1,"outcome":"connect_error","reason":"connection refused","request":{"method":"POST","url":"http://r/","headers":[],"body":""},"started_at":"2026-11-23T10:03:49Z","duration_ms":3,"event_received_at":"2026-11-23T10:03:49Z"}"#;
         let record: AttemptRecord = serde_json::from_slice(refused).unwrap();
@@ -412,7 +400,6 @@ mod tests {
             attempt: 1,
             outcome: Outcome::Http5xx,
             reason: "status 500".into(),
-            status: 500,
             error: String::new(),
             request: RecordedRequest::default().with_body(&[b'"'; 900_000]),
             response: Some(RecordedResponse {

@@ -683,10 +683,8 @@ impl Dispatcher {
             attempt: task.attempt,
             outcome: result.outcome,
             reason: result.reason.clone(),
-            // A response says its status (the reason says what it meant);
-            // without one the reason is the error that stood in its way,
-            // kept apart from notes later added to the reason.
-            status: result.response.as_ref().map_or(0, |r| r.status),
+            // Without a response the reason is the error that stood in its
+            // way, kept apart from notes later added to the reason.
             error: match result.response {
                 Some(_) => String::new(),
                 None => result.reason.clone(),

@@ -42,11 +42,6 @@ fn record(tenant: u64, subscription_id: &str, n: u64, per_tenant: u64, base_ms: 
             Outcome::Timeout => "timed out after 10s".into(),
             _ => "status 503".into(),
         },
-        status: match outcome {
-            Outcome::Success => 200,
-            Outcome::Timeout => 0,
-            _ => 503,
-        },
         error: match outcome {
             Outcome::Timeout => "timed out after 10s".into(),
             _ => String::new(),
