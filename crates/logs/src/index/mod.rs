@@ -58,8 +58,9 @@ pub enum IndexError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// `ListAttempts`: one tenant's attempts, narrowed to one of its
-    /// subscriptions, one of its events, or both (one event's attempt chain
-    /// to one subscription). Listed from the most selective index: the
+    /// subscriptions, one of its events (event ids are the publishers' and
+    /// unique only within a tenant), or both (one event's attempt chain to
+    /// one subscription). Listed from the most selective index: the
     /// event's, else the subscription's, else the tenant's; what that index
     /// cannot tell is checked on the records.
     Attempts {
@@ -67,14 +68,6 @@ pub enum Scope {
         subscription: Option<String>,
         event: Option<String>,
     },
-    Subscription(String),
-    /// An event's attempts within a tenant: event ids are the publishers'
-    /// and unique only within a tenant.
-    Event {
-        tenant: String,
-        event_id: String,
-    },
-    Tenant(String),
     /// Final failures (given up) of a tenant.
     TenantFailures(String),
     /// Final failures (given up) of a subscription.

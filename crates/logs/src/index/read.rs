@@ -70,19 +70,6 @@ impl<'a> Query<'a> {
                 event: event.as_deref(),
                 ..none
             },
-            Scope::Subscription(id) => Query {
-                subscription: Some(id),
-                ..none
-            },
-            Scope::Event { tenant, event_id } => Query {
-                tenant: Some(tenant),
-                event: Some(event_id),
-                ..none
-            },
-            Scope::Tenant(id) => Query {
-                tenant: Some(id),
-                ..none
-            },
             Scope::TenantFailures(id) => Query {
                 tenant: Some(id),
                 failures: true,

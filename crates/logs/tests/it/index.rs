@@ -12,9 +12,26 @@ fn ids(page: &hookrelay_logs::index::Page) -> Vec<&str> {
 }
 
 fn by_event(tenant: &str, event_id: &str) -> Scope {
-    Scope::Event {
+    Scope::Attempts {
         tenant: tenant.into(),
-        event_id: event_id.into(),
+        subscription: None,
+        event: Some(event_id.into()),
+    }
+}
+
+fn by_subscription(tenant: &str, id: &str) -> Scope {
+    Scope::Attempts {
+        tenant: tenant.into(),
+        subscription: Some(id.into()),
+        event: None,
+    }
+}
+
+fn by_tenant(tenant: &str) -> Scope {
+    Scope::Attempts {
+        tenant: tenant.into(),
+        subscription: None,
+        event: None,
     }
 }
 
@@ -62,7 +79,7 @@ async fn listings_are_newest_first_filtered_and_paged() {
     let fx = Fixture::new().await;
     let (made, start) = ten_attempts(&fx).await;
     let index = &fx.index;
-    let sub = Scope::Subscription("sub_a".into());
+    let sub = by_subscription("acme", "sub_a");
 
     let all = index
         .list(&sub, &Filter::default(), None, 50)
@@ -119,18 +136,13 @@ async fn listings_are_newest_first_filtered_and_paged() {
 
     // The tenant sees both subscriptions; sub_b's attempt is the oldest.
     let tenant = index
-        .list(&Scope::Tenant("acme".into()), &Filter::default(), None, 50)
+        .list(&by_tenant("acme"), &Filter::default(), None, 50)
         .await
         .unwrap();
     assert_eq!(tenant.records.len(), 11);
     assert_eq!(tenant.records[10].subscription_id, "sub_b");
     assert!(index
-        .list(
-            &Scope::Tenant("globex".into()),
-            &Filter::default(),
-            None,
-            50
-        )
+        .list(&by_tenant("globex"), &Filter::default(), None, 50)
         .await
         .unwrap()
         .records
@@ -283,7 +295,7 @@ async fn redelivered_records_are_indexed_once_and_purged_ones_drop_out() {
     ];
     assert_eq!(fx.index.store(&batch).await.unwrap(), [true, false]);
     assert_eq!(fx.index.store(&batch[..1]).await.unwrap(), [false]);
-    let sub = Scope::Subscription("sub_a".into());
+    let sub = by_subscription("acme", "sub_a");
     let listed = fx
         .index
         .list(&sub, &Filter::default(), None, 50)
