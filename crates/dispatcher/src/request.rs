@@ -15,7 +15,9 @@ use http::{HeaderName, HeaderValue};
 
 use crate::sender::OutboundRequest;
 
-/// A request could not be built.
+/// A request could not be built. Always permanent: the same subscription
+/// and event build the same way, so the attempt's outcome is `error` and
+/// the delivery is given up at once (recorded, then dead-lettered).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("subscription has no usable signing secret: {0}")]
@@ -26,19 +28,6 @@ pub enum BuildError {
     /// a missing field is not a failure, it renders `null`.
     #[error("template: {0}")]
     Render(#[from] RenderError),
-}
-
-impl BuildError {
-    /// Always permanent: the same subscription and event build the same way,
-    /// so the delivery is given up at once (recorded, then dead-lettered).
-    pub fn kind(&self) -> hookrelay_core::failure::FailureKind {
-        match self {
-            BuildError::Secret(_) | BuildError::Shape(_) => {
-                hookrelay_core::failure::FailureKind::Permanent
-            }
-            BuildError::Render(error) => error.kind(),
-        }
-    }
 }
 
 /// Compiled request shapes by subscription, recompiled when its revision changes.
