@@ -393,7 +393,7 @@ pub fn attempts_table(out: &mut impl Write, attempts: &[pb::Attempt]) -> anyhow:
 }
 
 /// The HTTP status, `-` when no response came.
-fn status(a: &pb::Attempt) -> String {
+pub fn status(a: &pb::Attempt) -> String {
     match a.status {
         0 => "-".into(),
         status => status.to_string(),

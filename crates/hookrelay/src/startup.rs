@@ -7,14 +7,14 @@ use hookrelay_core::health::{Flag, Health};
 use hookrelay_core::redis::Redis;
 use hookrelay_logs::LogService;
 use hookrelay_proto::auth::Authenticator;
-
-use crate::StartError;
 use hookrelay_proto::v1::delivery_logs_server::DeliveryLogsServer;
 use hookrelay_proto::v1::event_types_server::EventTypesServer;
 use hookrelay_proto::v1::subscriptions_server::SubscriptionsServer;
 use hookrelay_subscriptions::{EventTypeService, SubscriptionService};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::StartError;
 
 /// Retries `step` with backoff (up to 5 s apart) until it succeeds; `None`
 /// if shut down first. Each different error is logged once, as a warning

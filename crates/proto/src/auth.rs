@@ -66,7 +66,7 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
     /// An admin token named no tenant.
-    #[error("tenant: is required with an admin token (a tenant token may leave it empty)")]
+    #[error("tenant: {}", MISSING_TENANT)]
     Missing,
     /// A tenant token named another tenant.
     #[error("tenant {named:?}: this token is scoped to tenant {own:?}")]
@@ -74,6 +74,20 @@ pub enum TenantError {
     /// Not a tenant name.
     #[error("tenant: {0}")]
     Invalid(String),
+}
+
+const MISSING_TENANT: &str = "is required with an admin token (a tenant token may leave it empty)";
+
+impl TenantError {
+    /// What is wrong, without the field's name: for errors that name the
+    /// field themselves (`subscription.tenant`).
+    pub fn problem(&self) -> String {
+        match self {
+            TenantError::Missing => MISSING_TENANT.to_owned(),
+            TenantError::Foreign { .. } => self.to_string(),
+            TenantError::Invalid(message) => message.clone(),
+        }
+    }
 }
 
 impl From<TenantError> for Status {

@@ -1,5 +1,6 @@
 //! Errors of the subscription API, converted to `tonic::Status` here only.
 
+use hookrelay_proto::auth::TenantError;
 use tonic::{Code, Status};
 
 /// Why a subscription request failed.
@@ -46,6 +47,16 @@ impl ApiError {
         ApiError::Invalid {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// A request's tenant field (`field`) that cannot be acted on, by the
+    /// API's one rule: another tenant's is PERMISSION_DENIED, a missing or
+    /// malformed one INVALID_ARGUMENT.
+    pub fn tenant(field: &str, error: TenantError) -> Self {
+        match error {
+            TenantError::Foreign { .. } => ApiError::PermissionDenied(error.to_string()),
+            _ => ApiError::invalid(field, error.problem()),
         }
     }
 

@@ -120,8 +120,7 @@ fn tenant_of(caller: &Caller, tenant: &str) -> Result<String, ApiError> {
             "tenant",
             "is required with an admin token (or set global for the global catalog)",
         ),
-        TenantError::Foreign { .. } => ApiError::PermissionDenied(error.to_string()),
-        TenantError::Invalid(message) => ApiError::invalid("tenant", message),
+        error => ApiError::tenant("tenant", error),
     })
 }
 

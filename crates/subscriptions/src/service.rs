@@ -6,7 +6,7 @@ use chrono::Utc;
 use hookrelay_core::signing::generate_secret;
 use hookrelay_core::subscription::{StoredSecret, Subscription};
 use hookrelay_dispatcher::sender::Sender;
-use hookrelay_proto::auth::{Caller, TenantError};
+use hookrelay_proto::auth::Caller;
 use hookrelay_proto::timestamp;
 use hookrelay_proto::v1 as pb;
 use hookrelay_proto::v1::subscriptions_server::{Subscriptions, SubscriptionsServer};
@@ -167,14 +167,9 @@ pub fn to_proto(sub: &Subscription) -> pb::Subscription {
 /// ([`Caller::tenant_for`]); `field` is where the request holds it
 /// (`tenant`, or `subscription.tenant`).
 fn tenant_of(caller: &Caller, named: &str, field: &str) -> Result<String, ApiError> {
-    caller.tenant_for(named).map_err(|error| match error {
-        TenantError::Foreign { .. } => ApiError::PermissionDenied(error.to_string()),
-        TenantError::Missing | TenantError::Invalid(_) => {
-            let text = error.to_string();
-            let message = text.strip_prefix("tenant: ").unwrap_or(&text);
-            ApiError::invalid(field, message)
-        }
-    })
+    caller
+        .tenant_for(named)
+        .map_err(|error| ApiError::tenant(field, error))
 }
 
 /// A stale `expected` (0 skips the check) is refused before any write.

@@ -49,10 +49,7 @@ pub async fn run(
         if json {
             writeln!(out, "{}", output::attempt_json(&attempt))?;
         } else {
-            let status = match attempt.status {
-                0 => "-".to_owned(),
-                status => status.to_string(),
-            };
+            let status = output::status(&attempt);
             // Without a response, the error says why (the reason repeats it).
             let why = if attempt.error.is_empty() {
                 &attempt.reason
